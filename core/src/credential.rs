@@ -1,0 +1,89 @@
+//! A tenant's virtual credential as the data plane needs it: key, secret,
+//! (backend, bucket) scopes, state and limits. The Secret contract
+//! (`contract.rs`) and the SQLite store both produce this type.
+
+use serde::{Deserialize, Serialize};
+
+use crate::date::UnixSeconds;
+use crate::error::DenyReason;
+use crate::secret::SecretKey;
+
+/// One (backend, bucket) pair a credential may use. Serialised as
+/// `{"bucket": …, "backend": …}`, the `bucket_scopes` wire form.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Scope {
+    pub bucket: String,
+    pub backend: String,
+}
+
+impl Scope {
+    pub fn new(backend: impl Into<String>, bucket: impl Into<String>) -> Self {
+        Self {
+            backend: backend.into(),
+            bucket: bucket.into(),
+        }
+    }
+}
+
+/// A virtual credential.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Credential {
+    pub access_key_id: String,
+    pub secret: SecretKey,
+    pub scopes: Vec<Scope>,
+    pub disabled: bool,
+    /// After this instant the key answers 401 (rotation overlap, expiry).
+    pub expires_at: Option<UnixSeconds>,
+    /// Per-key requests-per-second override (`None`: the proxy default).
+    pub rps: Option<u32>,
+    pub quota_soft_bytes: Option<u64>,
+    pub quota_hard_bytes: Option<u64>,
+}
+
+impl Credential {
+    pub fn new(
+        access_key_id: impl Into<String>,
+        secret: impl Into<SecretKey>,
+        scopes: Vec<Scope>,
+    ) -> Self {
+        Self {
+            access_key_id: access_key_id.into(),
+            secret: secret.into(),
+            scopes,
+            disabled: false,
+            expires_at: None,
+            rps: None,
+            quota_soft_bytes: None,
+            quota_hard_bytes: None,
+        }
+    }
+
+    /// Disabled or expired credentials are refused (401) before anything else.
+    pub fn check_usable(&self, now: UnixSeconds) -> Result<(), DenyReason> {
+        if self.disabled {
+            return Err(DenyReason::CredentialDisabled);
+        }
+        match self.expires_at {
+            Some(t) if now >= t => Err(DenyReason::CredentialExpired),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usable_states() {
+        let mut c = Credential::new("AKIA", "s", vec![Scope::new("b", "x")]);
+        assert!(c.check_usable(10).is_ok());
+        c.expires_at = Some(10);
+        assert_eq!(c.check_usable(9), Ok(()));
+        assert_eq!(c.check_usable(10), Err(DenyReason::CredentialExpired));
+        c.disabled = true;
+        assert_eq!(c.check_usable(0), Err(DenyReason::CredentialDisabled));
+        let json = serde_json::to_string(&c.scopes).unwrap();
+        assert_eq!(json, r#"[{"bucket":"x","backend":"b"}]"#);
+    }
+}
