@@ -33,10 +33,15 @@ pub fn raw_pairs(query: &str) -> impl Iterator<Item = (&str, &str)> {
         .map(|s| s.split_once('=').unwrap_or((s, "")))
 }
 
-/// Percent-decodes a query component. `+` stays `+`: SigV4 clients encode a
-/// space as `%20`, and S3 treats a literal `+` in a signed query as `+`.
+/// Decodes a query component the way S3 and the SDK signers do
+/// (`application/x-www-form-urlencoded`): `+` is a space, then `%XX`.
 pub fn decode(s: &str) -> Cow<'_, str> {
-    percent_decode_str(s).decode_utf8_lossy()
+    if s.contains('+') {
+        let spaced = s.replace('+', " ");
+        Cow::Owned(percent_decode_str(&spaced).decode_utf8_lossy().into_owned())
+    } else {
+        percent_decode_str(s).decode_utf8_lossy()
+    }
 }
 
 /// Percent-decodes raw bytes (a path may carry non-UTF-8 escapes).
@@ -91,7 +96,7 @@ mod tests {
     fn encodes_like_sigv4() {
         assert_eq!(encode(b"a b+c=d/e~_-."), "a%20b%2Bc%3Dd%2Fe~_-.");
         assert_eq!(encode_path("/ü $".as_bytes()), "/%C3%BC%20%24");
-        assert_eq!(decode("a%20b+c"), "a b+c");
+        assert_eq!(decode("a%20b+c%2B"), "a b c+");
         assert_eq!(get("X-Amz-Date=1&x=%41", "x").as_deref(), Some("A"));
         assert!(has("uploads&x=1", "uploads"));
         assert!(!has("uploadsx", "uploads"));
