@@ -1,1 +1,276 @@
-//! (in progress)
+//! Re-signing a verified tenant request with a backend's admin credentials:
+//! exactly what to forward (`:path`, Host, the headers to set and the tenant
+//! headers to strip) so that the tenant's signature never reaches the
+//! upstream and the upstream can verify ours
+//! (<https://docs.aws.amazon.com/AmazonS3/latest/API/sig-v4-header-based-auth.html>).
+//!
+//! A presigned request becomes a header-signed one with the tenant's
+//! `X-Amz-*` query parameters removed. The body is never touched here: a
+//! declared sha256 or STREAMING-* value is forwarded unchanged (so the
+//! upstream verifies the body itself), and for signed streaming uploads the
+//! result carries the upstream chunk-signing context for `chunked`.
+
+use crate::crypto::{Hex64, SigningKey};
+use crate::date::{AmzDate, UnixSeconds};
+use crate::error::DenyReason;
+use crate::http::RequestParts;
+use crate::secret::SecretKey;
+use crate::sigv4::{AuthLocation, PayloadMode, SigningKeyCache, Verified, canonical, param};
+
+/// How the upstream addresses buckets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum UpstreamAddressing {
+    /// `https://host/bucket/key`
+    #[default]
+    Path,
+    /// `https://bucket.host/key`
+    VirtualHost,
+}
+
+/// A backend's admin credentials.
+#[derive(Clone, Debug)]
+pub struct AdminCredentials {
+    pub access_key_id: String,
+    pub secret: SecretKey,
+    /// Forwarded as `x-amz-security-token` (STS, IRSA, Pod Identity).
+    pub session_token: Option<String>,
+}
+
+/// Where and as whom the request is forwarded.
+#[derive(Clone, Copy, Debug)]
+pub struct Upstream<'u> {
+    /// The Host the upstream really sees (after any route host rewrite),
+    /// with the port when it is not the scheme's default.
+    pub host: &'u str,
+    pub region: &'u str,
+    pub addressing: UpstreamAddressing,
+    pub credentials: &'u AdminCredentials,
+}
+
+/// The S3 resource being forwarded: the bucket and the raw path after it
+/// (`""` or starting with `/`), as the request model produced them.
+#[derive(Clone, Copy, Debug)]
+pub struct Resource<'a> {
+    pub bucket: Option<&'a str>,
+    pub raw_object_path: &'a str,
+}
+
+/// What to forward.
+#[derive(Debug)]
+pub struct Resigned {
+    /// The new `:path` (path and query).
+    pub path: String,
+    /// The new Host / `:authority`.
+    pub host: String,
+    /// Headers to set, replacing any existing value.
+    pub set_headers: Vec<(&'static str, String)>,
+    /// Tenant headers to remove (lower case).
+    pub remove_headers: Vec<String>,
+    /// The upstream chunk-signing context, for signed streaming uploads.
+    pub amz_date: AmzDate,
+    pub scope: String,
+    pub signing_key: SigningKey,
+    pub seed_signature: Hex64,
+}
+
+/// Headers never copied into the upstream signature: ours to set, or ones a
+/// proxy may legitimately change or drop on the way.
+const NOT_RESIGNED: &[&str] = &[
+    "authorization",
+    "host",
+    "x-amz-date",
+    "x-amz-content-sha256",
+    "x-amz-security-token",
+    "expect",
+    "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+    "user-agent",
+    "x-request-id",
+];
+
+fn not_resigned(name: &str) -> bool {
+    NOT_RESIGNED.contains(&name)
+        || name.starts_with("proxy-")
+        || name.starts_with("x-forwarded-")
+        || name.starts_with("x-envoy-")
+        || name.starts_with(':')
+}
+
+/// Re-signs `verified` for `upstream` at time `now`.
+pub fn resign(
+    req: &RequestParts<'_>,
+    verified: &Verified<'_>,
+    resource: Resource<'_>,
+    upstream: &Upstream<'_>,
+    cache: &dyn SigningKeyCache,
+    now: UnixSeconds,
+) -> Result<Resigned, DenyReason> {
+    let auth = &verified.auth;
+    let amz_date =
+        AmzDate::from_unix(now).ok_or(DenyReason::InternalError("clock out of range"))?;
+    let creds = upstream.credentials;
+    if creds.access_key_id.is_empty() || creds.secret.is_empty() {
+        return Err(DenyReason::InternalError(
+            "backend has no admin credentials",
+        ));
+    }
+
+    // Where the request goes.
+    let (host, raw_path) = match (resource.bucket, upstream.addressing) {
+        (Some(bucket), UpstreamAddressing::Path) => (
+            upstream.host.to_owned(),
+            format!("/{bucket}{}", resource.raw_object_path),
+        ),
+        (Some(bucket), UpstreamAddressing::VirtualHost) => {
+            let p = if resource.raw_object_path.is_empty() {
+                "/"
+            } else {
+                resource.raw_object_path
+            };
+            (format!("{bucket}.{}", upstream.host), p.to_owned())
+        }
+        (None, _) => (upstream.host.to_owned(), req.path().to_owned()),
+    };
+    let query = strip_presign_params(req.query(), auth.location);
+    let path = if query.is_empty() {
+        raw_path.clone()
+    } else {
+        format!("{raw_path}?{query}")
+    };
+
+    // What is signed: ours, plus every header the tenant signed that passes through.
+    let payload = match (auth.location, auth.payload) {
+        (AuthLocation::Query, PayloadMode::Unsigned) => PayloadMode::UNSIGNED,
+        (_, p) => p.as_str(),
+    };
+    let mut names: Vec<&str> = vec!["host", "x-amz-content-sha256", "x-amz-date"];
+    if creds.session_token.is_some() {
+        names.push("x-amz-security-token");
+    }
+    for name in auth.signed_header_names() {
+        if !not_resigned(name) && !names.contains(&name) && req.header(name).is_some() {
+            names.push(name);
+        }
+    }
+    names.sort_unstable();
+    let signed_headers = names.join(";");
+
+    let mut uri = String::with_capacity(raw_path.len() + 8);
+    canonical::push_canonical_uri(&mut uri, &raw_path);
+    let mut cq = String::with_capacity(query.len() + 8);
+    canonical::push_canonical_query(&mut cq, &query, false);
+    let token = creds.session_token.as_deref().unwrap_or_default();
+    let canonical_request = canonical::canonical_request(
+        req.method,
+        &uri,
+        &cq,
+        &signed_headers,
+        |name, out| match name {
+            "host" => out.push_str(&host),
+            "x-amz-content-sha256" => out.push_str(payload),
+            "x-amz-date" => out.push_str(amz_date.as_str()),
+            "x-amz-security-token" => canonical::push_trimmed(out, token),
+            other => canonical::push_values(out, req.header_all(other)),
+        },
+        payload,
+    );
+    let scope = format!("{}/{}/s3/aws4_request", amz_date.date(), upstream.region);
+    let string_to_sign = canonical::string_to_sign(amz_date.as_str(), &scope, &canonical_request);
+    let fp = creds.secret.fingerprint();
+    let signing_key = match cache.get(&creds.access_key_id, fp, &scope) {
+        Some(k) => k,
+        None => {
+            let k = SigningKey::derive(&creds.secret, amz_date.date(), upstream.region, "s3");
+            cache.insert(&creds.access_key_id, fp, &scope, k.clone());
+            k
+        }
+    };
+    let signature = signing_key.sign(string_to_sign.as_bytes());
+
+    let mut set_headers = vec![
+        (
+            "authorization",
+            format!(
+                "{} Credential={}/{scope}, SignedHeaders={signed_headers}, Signature={}",
+                crate::sigv4::ALGORITHM,
+                creds.access_key_id,
+                signature.as_str()
+            ),
+        ),
+        ("x-amz-date", amz_date.as_str().to_owned()),
+        ("x-amz-content-sha256", payload.to_owned()),
+    ];
+    let mut remove_headers = Vec::new();
+    match &creds.session_token {
+        Some(t) => set_headers.push(("x-amz-security-token", t.clone())),
+        None => remove_headers.push("x-amz-security-token".to_owned()),
+    }
+    // Unsigned x-amz-* headers could have been added by anyone on the way:
+    // they do not reach the upstream under our signature.
+    for (name, _) in req.headers {
+        let lower = name.to_ascii_lowercase();
+        if lower.starts_with("x-amz-")
+            && !names.contains(&lower.as_str())
+            && lower != "x-amz-decoded-content-length"
+            && !remove_headers.contains(&lower)
+        {
+            remove_headers.push(lower);
+        }
+    }
+
+    Ok(Resigned {
+        path,
+        host,
+        set_headers,
+        remove_headers,
+        amz_date,
+        scope,
+        signing_key,
+        seed_signature: signature,
+    })
+}
+
+/// The query without the tenant's presigned `X-Amz-*` parameters, every
+/// other parameter kept byte for byte and in order.
+fn strip_presign_params(raw_query: &str, location: AuthLocation) -> String {
+    if location == AuthLocation::Header {
+        return raw_query.to_owned();
+    }
+    raw_query
+        .split('&')
+        .filter(|seg| {
+            if seg.is_empty() {
+                return false;
+            }
+            let name = seg.split_once('=').map_or(*seg, |(k, _)| k);
+            let name = crate::query::decode(name);
+            !param::ALL.contains(&name.as_ref())
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_only_presign_params() {
+        assert_eq!(
+            strip_presign_params(
+                "X-Amz-Date=1&response-content-type=a%2Fb&X-Amz-Signature=x&flag&X-Amz-Credential=c",
+                AuthLocation::Query
+            ),
+            "response-content-type=a%2Fb&flag"
+        );
+        assert_eq!(
+            strip_presign_params("X-Amz-Date=1", AuthLocation::Header),
+            "X-Amz-Date=1"
+        );
+    }
+}
