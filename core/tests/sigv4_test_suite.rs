@@ -4,6 +4,8 @@
 //! double-encoding cases — our canonical request, string to sign and
 //! signature must equal the published ones, for header and query signing.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::fs;
 use std::path::{Path, PathBuf};
 

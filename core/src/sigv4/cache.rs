@@ -95,15 +95,15 @@ impl<const N: usize> SigningKeyCache for FixedKeyCache<N> {
 
     fn insert(&self, access_key_id: &str, fingerprint: u64, scope: &str, key: SigningKey) {
         let i = Self::index(access_key_id, fingerprint, scope);
-        if let Ok(mut slots) = self.slots.lock() {
-            if let Some(slot) = slots.get_mut(i) {
-                *slot = Some(Slot {
-                    access_key_id: access_key_id.to_owned(),
-                    fingerprint,
-                    scope: scope.to_owned(),
-                    key,
-                });
-            }
+        if let Ok(mut slots) = self.slots.lock()
+            && let Some(slot) = slots.get_mut(i)
+        {
+            *slot = Some(Slot {
+                access_key_id: access_key_id.to_owned(),
+                fingerprint,
+                scope: scope.to_owned(),
+                key,
+            });
         }
     }
 }

@@ -278,8 +278,10 @@ fn parse_presigned<'a>(req: &RequestParts<'a>) -> Result<Auth<'a>, DenyReason> {
         if k == "Signature" || k == "AWSAccessKeyId" {
             return Err(DenyReason::UnsupportedAuthorization);
         }
-        if let Some(i) = param::ALL.iter().position(|p| *p == k) {
-            if vals[i].replace(query::decode(v)).is_some() {
+        if let Some(i) = param::ALL.iter().position(|p| *p == k)
+            && vals[i].replace(query::decode(v)).is_some()
+        {
+            {
                 return Err(query_error(
                     "Query-string authentication parameters must not be repeated",
                 ));
