@@ -610,7 +610,8 @@ fn classify_bucket(method: Method, subs: &[&str], raw_query: &str) -> Operation 
 
 /// Parses `x-amz-copy-source`: `[/]bucket/key[?versionId=…]`, URL-encoded.
 /// The `?` is found before decoding (an encoded `%3F` belongs to the key);
-/// the path is decoded, then split at the first `/` (as upstreams do).
+/// the path is decoded, one leading `/` dropped, then split at the first
+/// `/` (as upstreams do).
 /// Access-point and Outposts ARNs are refused.
 pub fn parse_copy_source(value: &str) -> Result<CopySource<'_>, DenyReason> {
     let bad = |m: &'static str| DenyReason::InvalidArgument(m.into());
@@ -634,10 +635,18 @@ pub fn parse_copy_source(value: &str) -> Result<CopySource<'_>, DenyReason> {
             }
         }
     };
-    let raw_path = raw_path.strip_prefix('/').unwrap_or(raw_path);
     let path = percent_decode_str(raw_path)
         .decode_utf8()
         .map_err(|_| bad("x-amz-copy-source is not valid UTF-8"))?;
+    // One leading slash, encoded or not, is optional (decoded first, as
+    // upstreams do).
+    let path = match path {
+        Cow::Borrowed(p) => Cow::Borrowed(p.strip_prefix('/').unwrap_or(p)),
+        Cow::Owned(p) => match p.strip_prefix('/') {
+            Some(rest) => Cow::Owned(rest.to_owned()),
+            None => Cow::Owned(p),
+        },
+    };
     if path.starts_with("arn:") {
         return Err(bad(
             "x-amz-copy-source: access point ARNs are not supported",
