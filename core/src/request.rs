@@ -282,7 +282,7 @@ enum Level {
 }
 
 /// Classifies a request. `host_suffixes` are the gateway's virtual-host
-/// suffixes (`s3.example.com`; a leading `.` is ignored).
+/// suffixes (`s3.example.com`; a leading `.` and a port are ignored).
 pub fn parse<'a>(
     req: &RequestParts<'a>,
     host_suffixes: &[&str],
@@ -379,17 +379,18 @@ fn virtual_host_bucket<'a>(host: &'a str, suffixes: &[&str]) -> Option<&'a str> 
     if host.starts_with('[') {
         return None; // IPv6 literal
     }
-    let host = match host.rsplit_once(':') {
-        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
-        _ => host,
-    };
+    let host = strip_port(host);
     let host = host.strip_suffix('.').unwrap_or(host);
     if host.parse::<std::net::Ipv4Addr>().is_ok() {
         return None;
     }
     let suffixes = suffixes
         .iter()
-        .map(|s| s.trim().trim_start_matches('.').trim_end_matches('.'))
+        .map(|s| {
+            strip_port(s.trim())
+                .trim_start_matches('.')
+                .trim_end_matches('.')
+        })
         .filter(|s| !s.is_empty());
     if suffixes.clone().any(|s| s.eq_ignore_ascii_case(host)) {
         return None;
@@ -410,6 +411,14 @@ fn virtual_host_bucket<'a>(host: &'a str, suffixes: &[&str]) -> Option<&'a str> 
         }
     }
     best.map(|(_, label)| label)
+}
+
+/// `host:123` → `host` (digits only; `host:` → `host`).
+fn strip_port(host: &str) -> &str {
+    match host.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    }
 }
 
 /// 3–63 characters of `[a-z0-9.-]`, starting and ending alphanumeric.

@@ -497,6 +497,8 @@ fn longest_suffix_wins_and_suffix_forms() {
     assert_eq!(r.bucket, Some("bkt"));
     let r = parse(&parts, &[".S3.example.com", ""]).unwrap();
     assert_eq!(r.bucket, Some("bkt"));
+    let r = parse(&parts, &["s3.example.com:8090"]).unwrap();
+    assert_eq!(r.bucket, Some("bkt"));
     // Host equal to one suffix is path style even if it ends with another.
     let h = leak(vec![("host", "s3.example.com")]);
     let parts = RequestParts::new("GET", "/bkt/k", h);
