@@ -91,10 +91,10 @@ impl ChunkSigner {
         }
     }
 
-    /// HMAC of `<algorithm>\n<date>\n<scope>\n<previous>\n<payload hash lines>`.
-    fn sign(&self, algorithm: &[u8], previous: &Hex64, payload: &[&[u8]]) -> Hex64 {
-        let mut parts: [&[u8]; 12] = [
-            algorithm,
+    /// `AWS4-HMAC-SHA256-PAYLOAD\n<date>\n<scope>\n<previous>\n<sha256("")>\n<sha256(data)>`
+    fn sign_chunk(&self, previous: &Hex64, data_hash: &Hex64) -> Hex64 {
+        self.key.sign_parts(&[
+            CHUNK_ALGORITHM,
             b"\n",
             self.amz_date.as_str().as_bytes(),
             b"\n",
@@ -102,27 +102,25 @@ impl ChunkSigner {
             b"\n",
             previous.as_bytes(),
             b"\n",
-            b"",
-            b"",
-            b"",
-            b"",
-        ];
-        for (slot, p) in parts.iter_mut().skip(8).zip(payload) {
-            *slot = p;
-        }
-        self.key.sign_parts(&parts)
+            EMPTY_SHA256_HEX.as_bytes(),
+            b"\n",
+            data_hash.as_bytes(),
+        ])
     }
 
-    fn sign_chunk(&self, previous: &Hex64, data_hash: &Hex64) -> Hex64 {
-        self.sign(
-            CHUNK_ALGORITHM,
-            previous,
-            &[EMPTY_SHA256_HEX.as_bytes(), b"\n", data_hash.as_bytes()],
-        )
-    }
-
+    /// `AWS4-HMAC-SHA256-TRAILER\n<date>\n<scope>\n<previous>\n<sha256(canonical trailer)>`
     fn sign_trailer(&self, previous: &Hex64, trailer_hash: &Hex64) -> Hex64 {
-        self.sign(TRAILER_ALGORITHM, previous, &[trailer_hash.as_bytes()])
+        self.key.sign_parts(&[
+            TRAILER_ALGORITHM,
+            b"\n",
+            self.amz_date.as_str().as_bytes(),
+            b"\n",
+            self.scope.as_bytes(),
+            b"\n",
+            previous.as_bytes(),
+            b"\n",
+            trailer_hash.as_bytes(),
+        ])
     }
 }
 
@@ -175,7 +173,7 @@ enum State {
 /// The chunk whose signature has been read but not yet verified.
 #[derive(Clone, Copy, Debug)]
 struct PendingChunk {
-    /// Signature as received (checked to be 64 hex digits, either case).
+    /// Signature as received: 64 hex digits (upper case parses, never matches).
     provided: [u8; 64],
     /// Absolute offset of the signature value.
     signature_offset: u64,
@@ -321,6 +319,16 @@ impl ChunkResigner {
                 .sum::<usize>()
     }
 
+    /// The trailer headers read so far, as (lower-case name, trimmed value),
+    /// in canonical order once the trailer signature verified: for the host
+    /// to check them against `x-amz-trailer` or a checksum it computed.
+    /// Trust them only once [`is_complete`](Self::is_complete).
+    pub fn trailers(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.trailers
+            .iter()
+            .map(|(name, value)| (name.as_slice(), value.as_slice()))
+    }
+
     fn feed_inner(&mut self, mut input: &[u8], patches: &mut Vec<Patch>) -> Result<(), DenyReason> {
         while let Some(&byte) = input.first() {
             match self.state {
@@ -373,7 +381,9 @@ impl ChunkResigner {
                             ));
                         }
                         _ => {
-                            return Err(DenyReason::MalformedChunk("missing CRLF after chunk data"));
+                            return Err(DenyReason::MalformedChunk(
+                                "missing CRLF after chunk data",
+                            ));
                         }
                     }
                 }

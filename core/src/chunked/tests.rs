@@ -372,6 +372,13 @@ fn aws_documentation_chunked_put_with_trailer() {
     let mut expected = DOC_TRAILER_CHUNK_SIGS.to_vec();
     expected.push(DOC_TRAILER_SIG);
     assert_eq!(sigs, expected);
+    let mut r = resigner(&doc_spec(true), &tenant, &tenant);
+    r.feed(&body, &mut Vec::new()).unwrap();
+    let trailers: Vec<_> = r.trailers().collect();
+    assert_eq!(
+        trailers,
+        [(&b"x-amz-checksum-crc32c"[..], &b"sOO8/Q=="[..])]
+    );
     assert_eq!(build(&doc_spec(true), &tenant).bytes, body);
 }
 
