@@ -130,10 +130,12 @@ impl Rate {
     /// available.
     pub fn check(self, state: Option<BucketState>, now_ms: u64) -> (BucketState, Result<(), u32>) {
         if self.is_unlimited() {
+            // "Always full": if the rate later becomes finite, the stored
+            // state is clamped to a full bucket rather than starting empty.
             let last_ms = state.map_or(now_ms, |s| s.last_ms.max(now_ms));
             return (
                 BucketState {
-                    milli_tokens: 0,
+                    milli_tokens: u64::MAX,
                     last_ms,
                 },
                 Ok(()),

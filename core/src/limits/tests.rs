@@ -83,6 +83,10 @@ fn rate_zero_is_unlimited() {
         assert_eq!(b.take(T0 + i % 3), Ok(()));
     }
     assert_eq!(take(None, 0, 5, 0).1, Ok(()));
+    // A state written while unlimited is a full bucket once a rate is set.
+    let (s, _) = take(None, 0, 0, T0);
+    let (s, r) = take(Some(s), 2, 0, T0);
+    assert_eq!((s.tokens(), r), (1, Ok(())));
     let mut l = RateLimiter::new(LimiterConfig::default());
     for i in 0..1_000 {
         let key = format!("AKIA{i}");
@@ -361,6 +365,31 @@ fn eviction_bound_holds_under_100k_distinct_keys() {
     l.sweep(T0 + 10_000);
     assert_eq!(l.tracked_keys(), 0);
     assert_eq!(l.tracked_source_ips(), 0);
+}
+
+/// The documented trade-off: an entry that goes unused while `max_keys`
+/// newcomers arrive is evicted and its deficit (at most one burst) forgiven.
+#[test]
+fn eviction_under_pressure_forgives_at_most_a_burst() {
+    let mut l = RateLimiter::new(LimiterConfig {
+        per_key_rps: 1,
+        max_keys: 2,
+        ..LimiterConfig::default()
+    });
+    assert_eq!(l.check(Some("A"), None, None, T0), Ok(()));
+    assert_eq!(
+        l.check(Some("A"), None, None, T0),
+        slow(RateLimit::PerKey, 1)
+    );
+    l.check(Some("B"), None, None, T0).unwrap();
+    l.check(Some("C"), None, None, T0).unwrap();
+    assert_eq!(l.tracked_keys(), 2);
+    // A was the least recently used: evicted, so it starts full again.
+    assert_eq!(l.check(Some("A"), None, None, T0), Ok(()));
+    assert_eq!(
+        l.check(Some("A"), None, None, T0),
+        slow(RateLimit::PerKey, 1)
+    );
 }
 
 #[test]
