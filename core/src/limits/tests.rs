@@ -25,9 +25,7 @@ fn burst_then_deny_with_retry_after() {
     assert_eq!(b.take(T0 + 500), Ok(()));
     assert_eq!(b.take(T0 + 500), Err(1));
 
-    // Slow rate: 1 request per second, burst 1 -> exactly 1 s; and with a
-    // fractional rate below one per second impossible (rps is an integer),
-    // so test a long wait through a big deficit instead.
+    // 1 rps, burst 1: 1000 ms then 999 ms to wait, both Retry-After 1.
     let mut b = TokenBucket::new(1, 1);
     assert_eq!(b.take(T0), Ok(()));
     assert_eq!(b.take(T0), Err(1));
@@ -37,8 +35,8 @@ fn burst_then_deny_with_retry_after() {
 
 #[test]
 fn retry_after_is_ceiled_whole_seconds() {
-    // Rate 1: empty bucket, 999 ms short of... take at t, then ask at t+1:
-    // 999 ms -> 1 s. Build a state by hand for bigger deficits.
+    // At >= 1 rps one token is at most 1 s away; only a held-back clock
+    // makes the wait longer, and it is counted.
     let rate = Rate::new(1, 3);
     let empty = BucketState {
         milli_tokens: 0,
