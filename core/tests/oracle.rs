@@ -7,96 +7,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+#[path = "support/signer.rs"]
+mod signer;
 
-use aws_credential_types::Credentials;
-use aws_sigv4::http_request::{
-    PayloadChecksumKind, PercentEncodingMode, SessionTokenMode, SignableBody, SignableRequest,
-    SignatureLocation, SigningSettings, UriPathNormalizationMode, sign,
-};
-use aws_sigv4::sign::v4;
 use bucketgate_core::resign::{AdminCredentials, Resource, Upstream, UpstreamAddressing, resign};
 use bucketgate_core::sigv4::{FixedKeyCache, NoCache, Verifier, parse_auth};
 use bucketgate_core::{DenyReason, RequestParts, SecretKey, query};
 use proptest::prelude::*;
+use signer::{aws_sign, borrowed};
 
 const NOW: u64 = 1_764_000_000; // 2025-11-24
-
-struct Signed {
-    method: String,
-    target: String,
-    headers: Vec<(String, String)>,
-    signature: String,
-}
-
-#[allow(clippy::too_many_arguments)]
-fn aws_sign(
-    method: &str,
-    host: &str,
-    target: &str,
-    headers: &[(String, String)],
-    payload: Option<&str>,
-    presign: Option<u64>,
-    akid: &str,
-    secret: &str,
-    token: Option<&str>,
-    region: &str,
-    at: u64,
-) -> Signed {
-    let creds = Credentials::new(akid, secret, token.map(str::to_owned), None, "test");
-    let identity = creds.into();
-    let mut settings = SigningSettings::default();
-    settings.percent_encoding_mode = PercentEncodingMode::Single;
-    settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
-    settings.session_token_mode = SessionTokenMode::Include;
-    let body = match presign {
-        Some(secs) => {
-            settings.signature_location = SignatureLocation::QueryParams;
-            settings.expires_in = Some(Duration::from_secs(secs));
-            SignableBody::UnsignedPayload
-        }
-        None => {
-            settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
-            SignableBody::Precomputed(payload.unwrap_or("UNSIGNED-PAYLOAD").to_owned())
-        }
-    };
-    let params = v4::SigningParams::builder()
-        .identity(&identity)
-        .region(region)
-        .name("s3")
-        .time(UNIX_EPOCH + Duration::from_secs(at))
-        .settings(settings)
-        .build()
-        .unwrap()
-        .into();
-    let mut all: Vec<(&str, &str)> = vec![("host", host)];
-    all.extend(headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-    let uri = format!("http://{host}{target}");
-    let signable = SignableRequest::new(method, uri.as_str(), all.iter().copied(), body).unwrap();
-    let (instructions, signature) = sign(signable, &params).unwrap().into_parts();
-    let mut builder = http::Request::builder().method(method).uri(uri.as_str());
-    for (k, v) in &all {
-        builder = builder.header(*k, *v);
-    }
-    let mut request = builder.body(()).unwrap();
-    instructions.apply_to_request_http1x(&mut request);
-    let target = request.uri().path_and_query().unwrap().as_str().to_owned();
-    let headers = request
-        .headers()
-        .iter()
-        .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap().to_owned()))
-        .collect();
-    Signed {
-        method: method.to_owned(),
-        target,
-        headers,
-        signature,
-    }
-}
-
-fn borrowed(h: &[(String, String)]) -> Vec<(&str, &str)> {
-    h.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
-}
 
 fn segment() -> impl Strategy<Value = String> {
     proptest::string::string_regex("[a-zA-Z0-9 +=$&~!*()'@:,;ü√ሴ._-]{1,12}").unwrap()
@@ -323,5 +243,4 @@ fn presigned_put_from_aws_sigv4_verifies_for_its_whole_window() {
         .unwrap_err(),
         DenyReason::RequestExpired
     );
-    let _ = SystemTime::now();
 }

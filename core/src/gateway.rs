@@ -1,0 +1,356 @@
+//! The whole per-request decision both data planes run, in one pure function:
+//! parse → look up the key → verify → rate limit → authorise → quota →
+//! re-sign, plus the audit row. The proxy-wasm filter and the ext_authz
+//! service only translate Envoy's request into [`RequestParts`] and apply the
+//! [`Outcome`]; they differ in where credentials, limiter state and the
+//! signing-key cache live, which is what the traits here abstract.
+
+use std::ops::Deref;
+
+use crate::chunked::{ChunkLimits, ChunkResigner, ChunkSigner, StreamingMode};
+use crate::credential::{Credential, Scope};
+use crate::error::{AccessDeniedReason, DenyReason};
+use crate::http::RequestParts;
+use crate::limits::{RateLimiter, quota_precheck};
+use crate::policy;
+use crate::request::{self, Operation, S3Request};
+use crate::resign::{AdminCredentials, Resigned, Resource, Upstream, UpstreamAddressing, resign};
+use crate::sigv4::{PayloadMode, SigningKeyCache, Verifier, parse_auth};
+
+/// One upstream S3 service and the admin key the gateway signs with.
+#[derive(Clone, Debug)]
+pub struct Backend {
+    pub name: String,
+    /// The Host the upstream sees (what the router sends), port included
+    /// when it is not the scheme's default.
+    pub upstream_host: String,
+    pub region: String,
+    pub addressing: UpstreamAddressing,
+    pub credentials: AdminCredentials,
+}
+
+/// Static gateway settings.
+#[derive(Clone, Debug)]
+pub struct Gateway {
+    pub verifier: Verifier,
+    /// Host suffixes for virtual-hosted-style requests (`s3.example.com`).
+    pub host_suffixes: Vec<String>,
+    pub backends: Vec<Backend>,
+    /// ListBuckets answers: owner and the stable creation date of every bucket.
+    pub owner_id: String,
+    pub owner_display_name: String,
+    pub bucket_creation_date: crate::UnixSeconds,
+    pub chunk_limits: ChunkLimits,
+}
+
+/// Where credentials come from (a static map, a live snapshot, …).
+pub trait CredentialSource {
+    type Ref<'a>: Deref<Target = Credential>
+    where
+        Self: 'a;
+    fn credential<'a>(&'a self, access_key_id: &str) -> Option<Self::Ref<'a>>;
+}
+
+impl CredentialSource for std::collections::HashMap<String, Credential> {
+    type Ref<'a> = &'a Credential;
+    fn credential<'a>(&'a self, access_key_id: &str) -> Option<&'a Credential> {
+        self.get(access_key_id)
+    }
+}
+
+/// Rate limits, wherever their state lives.
+pub trait RateLimit {
+    fn check(
+        &mut self,
+        key: Option<&str>,
+        key_rps_override: Option<u32>,
+        source_ip: Option<(&str, u32)>,
+        now_ms: u64,
+    ) -> Result<(), DenyReason>;
+}
+
+impl RateLimit for RateLimiter {
+    fn check(
+        &mut self,
+        key: Option<&str>,
+        key_rps_override: Option<u32>,
+        source_ip: Option<(&str, u32)>,
+        now_ms: u64,
+    ) -> Result<(), DenyReason> {
+        RateLimiter::check(self, key, key_rps_override, source_ip, now_ms)
+    }
+}
+
+/// Bytes stored under a scope, for the quota pre-check. `None`: unknown.
+pub trait QuotaUsage {
+    fn used_bytes(&self, scope: &Scope) -> Option<u64>;
+}
+
+/// No usage feed: every scope's usage is unknown.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoUsage;
+
+impl QuotaUsage for NoUsage {
+    fn used_bytes(&self, _: &Scope) -> Option<u64> {
+        None
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    Allow,
+    Deny,
+}
+
+impl Decision {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Decision::Allow => "allow",
+            Decision::Deny => "deny",
+        }
+    }
+}
+
+/// One audit row: `s3.proxy.<operation>`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Audit {
+    pub access_key_id: Option<String>,
+    pub operation: &'static str,
+    pub bucket: Option<String>,
+    pub decision: Decision,
+    /// `ok` or the deny reason's audit name (`scope_violation`, …).
+    pub reason: &'static str,
+    /// Writes, denials and errors are always logged; successful reads are
+    /// subject to sampling.
+    pub always: bool,
+}
+
+impl Audit {
+    /// `s3.proxy.<operation>`
+    pub fn event(&self) -> String {
+        format!("s3.proxy.{}", self.operation)
+    }
+
+    /// The row as one JSON object (what the access log writes).
+    pub fn to_json(&self) -> String {
+        serde_json::json!({
+            "event": self.event(),
+            "access_key_id": self.access_key_id,
+            "operation": self.operation,
+            "bucket": self.bucket,
+            "decision": self.decision.as_str(),
+            "reason": self.reason,
+        })
+        .to_string()
+    }
+}
+
+/// What to do with the request.
+#[derive(Debug)]
+pub enum Action {
+    /// Answer locally with this S3 error.
+    Deny(DenyReason),
+    /// Answer locally with this ListAllMyBucketsResult.
+    ListBuckets(String),
+    /// Forward, re-signed.
+    Forward(Box<Forward>),
+}
+
+#[derive(Debug)]
+pub struct Forward {
+    /// Index into [`Gateway::backends`].
+    pub backend: usize,
+    pub resigned: Resigned,
+    /// For signed streaming uploads: feed the body through this.
+    pub chunks: Option<ChunkResigner>,
+}
+
+#[derive(Debug)]
+pub struct Outcome {
+    pub action: Action,
+    pub audit: Audit,
+}
+
+/// Where the request's mutable state lives.
+pub struct Context<'c, C: CredentialSource> {
+    pub credentials: &'c C,
+    pub limiter: &'c mut dyn RateLimit,
+    pub usage: &'c dyn QuotaUsage,
+    pub cache: &'c dyn SigningKeyCache,
+    pub source_ip: Option<&'c str>,
+    /// Unix milliseconds.
+    pub now_ms: u64,
+}
+
+impl Gateway {
+    pub fn backend(&self, name: &str) -> Option<(usize, &Backend)> {
+        self.backends
+            .iter()
+            .enumerate()
+            .find(|(_, b)| b.name == name)
+    }
+
+    /// Decides what happens to one request.
+    pub fn handle<C: CredentialSource>(
+        &self,
+        parts: &RequestParts<'_>,
+        cx: Context<'_, C>,
+    ) -> Outcome {
+        let suffixes: Vec<&str> = self.host_suffixes.iter().map(String::as_str).collect();
+        let s3 = match request::parse(parts, &suffixes) {
+            Ok(r) => r,
+            Err(e) => return deny(e, None, Operation::Unknown, None),
+        };
+        let op = s3.operation;
+        let bucket = s3.bucket.map(str::to_owned);
+        let mut akid = None;
+        match self.decide(parts, &s3, cx, &mut akid) {
+            Ok(action) => Outcome {
+                action,
+                audit: Audit {
+                    access_key_id: akid,
+                    operation: op.name(),
+                    bucket,
+                    decision: Decision::Allow,
+                    reason: "ok",
+                    always: !op.is_read(),
+                },
+            },
+            Err(e) => deny(e, akid, op, bucket),
+        }
+    }
+
+    fn decide<C: CredentialSource>(
+        &self,
+        parts: &RequestParts<'_>,
+        s3: &S3Request<'_>,
+        cx: Context<'_, C>,
+        akid: &mut Option<String>,
+    ) -> Result<Action, DenyReason> {
+        let now = (cx.now_ms / 1000) as i64;
+        let Some(auth) = parse_auth(parts)? else {
+            // Anonymous bindings are not served yet: no credentials, no access.
+            return Err(DenyReason::AccessDenied(AccessDeniedReason::Anonymous));
+        };
+        *akid = Some(auth.access_key_id().to_owned());
+        let cred = cx
+            .credentials
+            .credential(auth.access_key_id())
+            .ok_or(DenyReason::InvalidAccessKeyId)?;
+        cred.check_usable(now)?;
+        let verified = self
+            .verifier
+            .verify(parts, auth, &cred.secret, cx.cache, now)?;
+        cx.limiter
+            .check(Some(&cred.access_key_id), cred.rps, None, cx.now_ms)?;
+
+        let scope = match policy::authorize(&cred.scopes, s3)? {
+            None => {
+                return Ok(Action::ListBuckets(policy::list_buckets_xml(
+                    &cred.scopes,
+                    &self.owner_id,
+                    &self.owner_display_name,
+                    self.bucket_creation_date,
+                )));
+            }
+            Some(scope) => scope,
+        };
+        policy::check_headers(parts, s3)?;
+        let (index, backend) = self
+            .backend(&scope.backend)
+            .ok_or(DenyReason::InternalError("scope names an unknown backend"))?;
+
+        if cred.quota_hard_bytes.is_some() && adds_bytes(s3.operation) {
+            // Fail closed: a hard quota with unknown usage is not enforceable.
+            let used = cx
+                .usage
+                .used_bytes(scope)
+                .ok_or(DenyReason::ServiceUnavailable)?;
+            quota_precheck(used, incoming_bytes(parts), cred.quota_hard_bytes)?;
+        }
+
+        let upstream = Upstream {
+            host: &backend.upstream_host,
+            region: &backend.region,
+            addressing: backend.addressing,
+            credentials: &backend.credentials,
+        };
+        let resource = Resource {
+            bucket: s3.bucket,
+            raw_object_path: s3.raw_object_path,
+        };
+        let resigned = resign(parts, &verified, resource, &upstream, cx.cache, now)?;
+        let chunks = streaming_mode(verified.auth.payload).map(|mode| {
+            ChunkResigner::new(
+                mode,
+                ChunkSigner::new(
+                    verified.signing_key.clone(),
+                    verified.auth.amz_date,
+                    verified.auth.scope(),
+                    verified.seed_signature,
+                ),
+                ChunkSigner::new(
+                    resigned.signing_key.clone(),
+                    resigned.amz_date,
+                    resigned.scope.clone(),
+                    resigned.seed_signature,
+                ),
+                verified.auth.decoded_content_length,
+                self.chunk_limits,
+            )
+        });
+        Ok(Action::Forward(Box::new(Forward {
+            backend: index,
+            resigned,
+            chunks,
+        })))
+    }
+}
+
+fn deny(
+    reason: DenyReason,
+    akid: Option<String>,
+    op: Operation,
+    bucket: Option<String>,
+) -> Outcome {
+    Outcome {
+        audit: Audit {
+            access_key_id: akid,
+            operation: op.name(),
+            bucket,
+            decision: Decision::Deny,
+            reason: reason.audit_reason(),
+            always: true,
+        },
+        action: Action::Deny(reason),
+    }
+}
+
+fn streaming_mode(p: PayloadMode<'_>) -> Option<StreamingMode> {
+    match p {
+        PayloadMode::StreamingSigned => Some(StreamingMode::Signed),
+        PayloadMode::StreamingSignedTrailer => Some(StreamingMode::SignedWithTrailer),
+        _ => None,
+    }
+}
+
+/// Operations that store new bytes under the scope.
+fn adds_bytes(op: Operation) -> bool {
+    matches!(
+        op,
+        Operation::PutObject
+            | Operation::CopyObject
+            | Operation::UploadPart
+            | Operation::UploadPartCopy
+            | Operation::CompleteMultipartUpload
+            | Operation::CreateMultipartUpload
+    )
+}
+
+/// The body size the upload declares.
+fn incoming_bytes(parts: &RequestParts<'_>) -> Option<u64> {
+    parts
+        .header("x-amz-decoded-content-length")
+        .or_else(|| parts.header("content-length"))
+        .and_then(|v| v.trim().parse().ok())
+}

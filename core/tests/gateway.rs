@@ -1,0 +1,343 @@
+//! The whole per-request decision, driven by requests aws-sigv4 signs:
+//! forward with re-signing, every denial (401, 403, 429, 507, 503), local
+//! ListBuckets, streaming uploads and the audit row.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "support/signer.rs"]
+mod signer;
+
+use std::collections::HashMap;
+
+use bucketgate_core::chunked::ChunkLimits;
+use bucketgate_core::gateway::{
+    Action, Backend, Context, Decision, Gateway, NoUsage, Outcome, QuotaUsage,
+};
+use bucketgate_core::limits::{LimiterConfig, RateLimiter};
+use bucketgate_core::resign::{AdminCredentials, UpstreamAddressing};
+use bucketgate_core::sigv4::{FixedKeyCache, Verifier};
+use bucketgate_core::{Credential, RequestParts, Scope, SecretKey};
+use signer::{aws_sign, borrowed};
+
+const NOW: u64 = 1_764_000_000;
+const AKID: &str = "AKIATENANT0000000001";
+const SECRET: &str = "tenant-secret";
+const EMPTY: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+fn gateway() -> Gateway {
+    Gateway {
+        verifier: Verifier::new("us-east-1"),
+        host_suffixes: vec!["s3.gw.test".into()],
+        backends: vec![
+            Backend {
+                name: "other".into(),
+                upstream_host: "other:9000".into(),
+                region: "us-east-1".into(),
+                addressing: UpstreamAddressing::Path,
+                credentials: AdminCredentials {
+                    access_key_id: "AKIAOTHER".into(),
+                    secret: SecretKey::new("other"),
+                    session_token: None,
+                },
+            },
+            Backend {
+                name: "main".into(),
+                upstream_host: "127.0.0.1:9000".into(),
+                region: "us-east-1".into(),
+                addressing: UpstreamAddressing::Path,
+                credentials: AdminCredentials {
+                    access_key_id: "AKIAADMIN".into(),
+                    secret: SecretKey::new("admin"),
+                    session_token: Some("tok".into()),
+                },
+            },
+        ],
+        owner_id: "bucketgate".into(),
+        owner_display_name: "bucketgate".into(),
+        bucket_creation_date: 1_700_000_000,
+        chunk_limits: ChunkLimits::default(),
+    }
+}
+
+fn creds() -> HashMap<String, Credential> {
+    let c = Credential::new(
+        AKID,
+        SECRET,
+        vec![Scope::new("main", "alpha"), Scope::new("main", "beta")],
+    );
+    let mut m = HashMap::new();
+    m.insert(AKID.to_owned(), c);
+    m
+}
+
+struct Usage(u64);
+impl QuotaUsage for Usage {
+    fn used_bytes(&self, _: &Scope) -> Option<u64> {
+        Some(self.0)
+    }
+}
+
+struct Run {
+    creds: HashMap<String, Credential>,
+    limiter: RateLimiter,
+    cache: FixedKeyCache<8>,
+}
+
+impl Run {
+    fn new() -> Self {
+        Self {
+            creds: creds(),
+            limiter: RateLimiter::new(LimiterConfig::default()),
+            cache: FixedKeyCache::default(),
+        }
+    }
+
+    fn send(
+        &mut self,
+        method: &str,
+        target: &str,
+        extra: &[(&str, &str)],
+        payload: &str,
+        secret: &str,
+        usage: &dyn QuotaUsage,
+    ) -> Outcome {
+        let headers: Vec<(String, String)> = extra
+            .iter()
+            .map(|(k, v)| ((*k).into(), (*v).into()))
+            .collect();
+        let s = aws_sign(
+            method,
+            "gw:8090",
+            target,
+            &headers,
+            Some(payload),
+            None,
+            AKID,
+            secret,
+            None,
+            "us-east-1",
+            NOW,
+        );
+        let hs = borrowed(&s.headers);
+        let parts = RequestParts::new(method, &s.target, &hs);
+        gateway().handle(
+            &parts,
+            Context {
+                credentials: &self.creds,
+                limiter: &mut self.limiter,
+                usage,
+                cache: &self.cache,
+                source_ip: Some("127.0.0.1"),
+                now_ms: NOW * 1000,
+            },
+        )
+    }
+
+    fn get(&mut self, target: &str) -> Outcome {
+        self.send("GET", target, &[], EMPTY, SECRET, &NoUsage)
+    }
+}
+
+fn denied(o: &Outcome) -> (u16, &'static str) {
+    match &o.action {
+        Action::Deny(r) => (r.status(), r.audit_reason()),
+        other => panic!("not denied: {other:?}"),
+    }
+}
+
+#[test]
+fn forwards_in_scope_reads_re_signed_for_the_scope_backend() {
+    let o = Run::new().get("/alpha/dir/file%20one.txt");
+    let Action::Forward(f) = &o.action else {
+        panic!("{o:?}")
+    };
+    assert_eq!(f.backend, 1, "routed to the scope's backend");
+    assert_eq!(f.resigned.path, "/alpha/dir/file%20one.txt");
+    assert_eq!(f.resigned.host, "127.0.0.1:9000");
+    let auth = &f
+        .resigned
+        .set_headers
+        .iter()
+        .find(|(k, _)| *k == "authorization")
+        .unwrap()
+        .1;
+    assert!(
+        auth.starts_with("AWS4-HMAC-SHA256 Credential=AKIAADMIN/"),
+        "{auth}"
+    );
+    assert!(
+        f.resigned
+            .set_headers
+            .iter()
+            .any(|(k, v)| *k == "x-amz-security-token" && v == "tok")
+    );
+    assert!(f.chunks.is_none());
+    assert_eq!(o.audit.decision, Decision::Allow);
+    assert_eq!(o.audit.operation, "GetObject");
+    assert_eq!(o.audit.event(), "s3.proxy.GetObject");
+    assert_eq!(o.audit.access_key_id.as_deref(), Some(AKID));
+    assert_eq!(o.audit.bucket.as_deref(), Some("alpha"));
+    assert!(!o.audit.always, "successful reads are sampled");
+    let row: serde_json::Value = serde_json::from_str(&o.audit.to_json()).unwrap();
+    assert_eq!(row["event"], "s3.proxy.GetObject");
+    assert_eq!(row["decision"], "allow");
+}
+
+#[test]
+fn denials_map_to_the_contract() {
+    let mut r = Run::new();
+    assert_eq!(denied(&r.get("/gamma/x")), (403, "scope_violation"));
+    let o = r.send("PUT", "/newbucket", &[], EMPTY, SECRET, &NoUsage);
+    assert_eq!(denied(&o), (403, "operation_denied"));
+    assert_eq!(o.audit.operation, "CreateBucket");
+    assert!(o.audit.always);
+    let o = r.send("GET", "/alpha/x", &[], EMPTY, "wrong-secret", &NoUsage);
+    assert_eq!(denied(&o), (401, "signature_mismatch"));
+    assert_eq!(o.audit.access_key_id.as_deref(), Some(AKID));
+    // Copy from a bucket outside the scopes.
+    let o = r.send(
+        "PUT",
+        "/alpha/copy",
+        &[("x-amz-copy-source", "/gamma/src")],
+        EMPTY,
+        SECRET,
+        &NoUsage,
+    );
+    assert_eq!(denied(&o), (403, "copy_source_scope_violation"));
+    // A public ACL at upload time.
+    let o = r.send(
+        "PUT",
+        "/alpha/pub",
+        &[("x-amz-acl", "public-read")],
+        EMPTY,
+        SECRET,
+        &NoUsage,
+    );
+    assert_eq!(denied(&o), (403, "operation_denied"));
+}
+
+#[test]
+fn unknown_disabled_and_expired_keys_are_401() {
+    let mut r = Run::new();
+    r.creds.clear();
+    assert_eq!(denied(&r.get("/alpha/x")), (401, "unknown_key"));
+    let mut r = Run::new();
+    r.creds.get_mut(AKID).unwrap().disabled = true;
+    assert_eq!(denied(&r.get("/alpha/x")), (401, "disabled"));
+    let mut r = Run::new();
+    r.creds.get_mut(AKID).unwrap().expires_at = Some(NOW as i64);
+    assert_eq!(denied(&r.get("/alpha/x")), (401, "expired"));
+}
+
+#[test]
+fn list_buckets_is_answered_from_the_scopes() {
+    let o = Run::new().get("/");
+    let Action::ListBuckets(xml) = &o.action else {
+        panic!("{o:?}")
+    };
+    assert!(
+        xml.contains("<Name>alpha</Name>") && xml.contains("<Name>beta</Name>"),
+        "{xml}"
+    );
+    assert_eq!(o.audit.operation, "ListBuckets");
+}
+
+#[test]
+fn per_key_rate_limit_answers_429_with_retry_after() {
+    let mut r = Run::new();
+    r.creds.get_mut(AKID).unwrap().rps = Some(2);
+    assert!(matches!(r.get("/alpha/a").action, Action::Forward(_)));
+    assert!(matches!(r.get("/alpha/a").action, Action::Forward(_)));
+    let o = r.get("/alpha/a");
+    assert_eq!(denied(&o), (429, "rate_limited_key"));
+    let Action::Deny(reason) = &o.action else {
+        unreachable!()
+    };
+    assert!(reason.retry_after().unwrap() >= 1);
+}
+
+#[test]
+fn quota_is_enforced_and_fails_closed_without_usage() {
+    let mut r = Run::new();
+    r.creds.get_mut(AKID).unwrap().quota_hard_bytes = Some(100);
+    let sha = "44ce7dd67c959e0d3524ffac1771dfbba87d2b6b4b4e99e42034a8b803f8b072";
+    let put = |r: &mut Run, usage: &dyn QuotaUsage| {
+        r.send(
+            "PUT",
+            "/alpha/obj",
+            &[("content-length", "21")],
+            sha,
+            SECRET,
+            usage,
+        )
+    };
+    assert_eq!(denied(&put(&mut r, &NoUsage)), (503, "unavailable"));
+    assert_eq!(denied(&put(&mut r, &Usage(90))), (507, "quota_exceeded"));
+    assert!(matches!(put(&mut r, &Usage(79)).action, Action::Forward(_)));
+    // Reads are not subject to quota.
+    assert!(matches!(r.get("/alpha/obj").action, Action::Forward(_)));
+}
+
+#[test]
+fn signed_streaming_uploads_get_a_chunk_resigner() {
+    let mut r = Run::new();
+    for (payload, chunked) in [
+        ("STREAMING-AWS4-HMAC-SHA256-PAYLOAD", true),
+        ("STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER", true),
+        ("STREAMING-UNSIGNED-PAYLOAD-TRAILER", false),
+        ("UNSIGNED-PAYLOAD", false),
+    ] {
+        let o = r.send(
+            "PUT",
+            "/beta/up",
+            &[("x-amz-decoded-content-length", "10")],
+            payload,
+            SECRET,
+            &NoUsage,
+        );
+        let Action::Forward(f) = &o.action else {
+            panic!("{payload}: {o:?}")
+        };
+        assert_eq!(f.chunks.is_some(), chunked, "{payload}");
+        assert!(
+            f.resigned
+                .set_headers
+                .iter()
+                .any(|(k, v)| *k == "x-amz-content-sha256" && v == payload)
+        );
+        assert!(o.audit.always, "writes are always audited");
+    }
+}
+
+#[test]
+fn anonymous_and_malformed_requests_are_refused() {
+    let mut r = Run::new();
+    let hs = [("host", "gw:8090")];
+    let parts = RequestParts::new("GET", "/alpha/x", &hs);
+    let o = gateway().handle(
+        &parts,
+        Context {
+            credentials: &r.creds,
+            limiter: &mut r.limiter,
+            usage: &NoUsage,
+            cache: &r.cache,
+            source_ip: None,
+            now_ms: NOW * 1000,
+        },
+    );
+    assert_eq!(denied(&o), (403, "anonymous"));
+    let parts = RequestParts::new("GET", "/Bad_Bucket/x", &hs);
+    let o = gateway().handle(
+        &parts,
+        Context {
+            credentials: &r.creds,
+            limiter: &mut r.limiter,
+            usage: &NoUsage,
+            cache: &r.cache,
+            source_ip: None,
+            now_ms: NOW * 1000,
+        },
+    );
+    assert_eq!(denied(&o).0, 400);
+    assert_eq!(o.audit.decision, Decision::Deny);
+}
