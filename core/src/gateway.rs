@@ -172,6 +172,7 @@ pub struct Outcome {
 }
 
 /// Where the request's mutable state lives.
+#[allow(missing_debug_implementations)]
 pub struct Context<'c, C: CredentialSource> {
     pub credentials: &'c C,
     pub limiter: &'c mut dyn RateLimit,
