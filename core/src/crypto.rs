@@ -101,8 +101,24 @@ pub fn sha256_hex(data: &[u8]) -> Hex64 {
 }
 
 /// A derived SigV4 signing key (kSigning). Zeroized on drop; never printed.
-#[derive(Clone, Zeroize, ZeroizeOnDrop)]
-pub struct SigningKey([u8; 32]);
+///
+/// It keeps the HMAC state already keyed with it, so a signature costs the
+/// message blocks only (the inner and outer key blocks are hashed once).
+#[derive(Clone)]
+pub struct SigningKey {
+    key: [u8; 32],
+    mac: HmacSha256,
+}
+
+impl Drop for SigningKey {
+    fn drop(&mut self) {
+        self.key.zeroize();
+        // The keyed HMAC state is derived from the key; overwrite it too.
+        self.mac = <HmacSha256 as KeyInit>::new(&Default::default());
+    }
+}
+
+impl ZeroizeOnDrop for SigningKey {}
 
 impl SigningKey {
     /// kSigning = HMAC(HMAC(HMAC(HMAC("AWS4" + secret, date), region), service), "aws4_request")
@@ -114,26 +130,34 @@ impl SigningKey {
         *k = hmac_sha256(&k[..], region.as_bytes());
         *k = hmac_sha256(&k[..], service.as_bytes());
         *k = hmac_sha256(&k[..], b"aws4_request");
-        Self(*k)
+        Self::from_bytes(*k)
     }
 
     pub fn from_bytes(bytes: [u8; 32]) -> Self {
-        Self(bytes)
+        let mac = match <HmacSha256 as KeyInit>::new_from_slice(&bytes) {
+            Ok(m) => m,
+            Err(_) => unreachable_hmac(),
+        };
+        Self { key: bytes, mac }
     }
 
     /// The raw key: only for handing a date-scoped key to a body re-signer.
     pub fn expose(&self) -> &[u8; 32] {
-        &self.0
+        &self.key
     }
 
     /// Hex signature of a string to sign.
     pub fn sign(&self, string_to_sign: &[u8]) -> Hex64 {
-        Hex64::encode(&hmac_sha256(&self.0, string_to_sign))
+        self.sign_parts(&[string_to_sign])
     }
 
     /// Hex signature of the concatenation of `parts`.
     pub fn sign_parts(&self, parts: &[&[u8]]) -> Hex64 {
-        Hex64::encode(&hmac_sha256_parts(&self.0, parts))
+        let mut mac = self.mac.clone();
+        for p in parts {
+            mac.update(p);
+        }
+        Hex64::encode(&mac.finalize().into_bytes().into())
     }
 }
 

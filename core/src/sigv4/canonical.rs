@@ -18,11 +18,25 @@ pub fn push_canonical_uri(out: &mut String, raw_path: &str) {
         out.push('/');
         return;
     }
-    for (i, segment) in raw_path.split('/').enumerate() {
+    for (i, segment) in raw_path.split(|c| c == '/').enumerate() {
         if i > 0 {
             out.push('/');
         }
-        out.push_str(&query::encode(&query::decode_bytes(segment)));
+        push_encoded_once(out, segment);
+    }
+}
+
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~')
+}
+
+/// Appends a raw component decoded and SigV4-encoded once; components that
+/// are already canonical (the common case) are copied as they are.
+fn push_encoded_once(out: &mut String, raw: &str) {
+    if raw.bytes().all(is_unreserved) {
+        out.push_str(raw);
+    } else {
+        out.push_str(&query::encode(&query::decode_bytes(raw)));
     }
 }
 
@@ -30,15 +44,19 @@ pub fn push_canonical_uri(out: &mut String, raw_path: &str) {
 /// presigned `X-Amz-Signature` parameter is left out.
 pub fn push_canonical_query(out: &mut String, raw_query: &str, skip_signature: bool) {
     let mut pairs: Vec<(String, String)> = query::raw_pairs(raw_query)
-        .filter_map(|(k, v)| {
-            let k = query::decode(k);
+        .filter_map(|(raw_k, v)| {
+            let k = query::decode(raw_k);
             if skip_signature && k == super::parse::param::SIGNATURE {
                 return None;
             }
-            Some((
-                query::encode(k.as_bytes()),
-                query::encode(query::decode(v).as_bytes()),
-            ))
+            let canonical = |raw: &str| {
+                if raw.bytes().all(is_unreserved) {
+                    raw.to_owned()
+                } else {
+                    query::encode(query::decode(raw).as_bytes())
+                }
+            };
+            Some((canonical(raw_k), canonical(v)))
         })
         .collect();
     pairs.sort_unstable();
@@ -55,6 +73,13 @@ pub fn push_canonical_query(out: &mut String, raw_query: &str, skip_signature: b
 /// Appends a header value trimmed of leading/trailing spaces, with inner runs
 /// of spaces folded to one (only spaces, as S3 does).
 pub fn push_trimmed(out: &mut String, value: &str) {
+    let b = value.as_bytes();
+    let clean =
+        b.first() != Some(&b' ') && b.last() != Some(&b' ') && !b.windows(2).any(|w| w == b"  ");
+    if clean {
+        out.push_str(value);
+        return;
+    }
     let mut prev_space = false;
     for c in value.trim_matches(' ').chars() {
         if c == ' ' {
@@ -96,7 +121,7 @@ pub fn canonical_request(
     out.push('\n');
     out.push_str(canonical_query);
     out.push('\n');
-    for name in signed_headers.split(';') {
+    for name in signed_headers.split(|c| c == ';') {
         out.push_str(name);
         out.push(':');
         push_value(name, &mut out);
