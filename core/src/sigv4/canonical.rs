@@ -18,7 +18,7 @@ pub fn push_canonical_uri(out: &mut String, raw_path: &str) {
         out.push('/');
         return;
     }
-    for (i, segment) in raw_path.split(|c| c == '/').enumerate() {
+    for (i, segment) in raw_path.split('/').enumerate() {
         if i > 0 {
             out.push('/');
         }
@@ -121,7 +121,7 @@ pub fn canonical_request(
     out.push('\n');
     out.push_str(canonical_query);
     out.push('\n');
-    for name in signed_headers.split(|c| c == ';') {
+    for name in signed_headers.split(';') {
         out.push_str(name);
         out.push(':');
         push_value(name, &mut out);

@@ -132,7 +132,7 @@ impl<'a> Auth<'a> {
 
     /// Signed header names in the order given (SigV4 requires them sorted).
     pub fn signed_header_names(&self) -> impl Iterator<Item = &str> {
-        self.signed_headers.split(|c| c == ';')
+        self.signed_headers.split(';')
     }
 
     pub fn is_signed(&self, name: &str) -> bool {
