@@ -1,0 +1,353 @@
+//! proxy-wasm glue: Envoy's request ⇄ `bucketgate_core::gateway`.
+//!
+//! Every hostcall goes through `proxy_wasm::hostcalls` and its `Result` is
+//! handled (the trait helpers unwrap, and a panic kills the VM); any failure
+//! denies. Rate-limit state lives in Envoy shared data (one copy for all
+//! worker VMs, updated with compare-and-swap).
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::UNIX_EPOCH;
+
+use bucketgate_core::chunked::BufferedResigner;
+use bucketgate_core::error::RateLimit as Limit;
+use bucketgate_core::gateway::{Action, Audit, Context as GwContext, NoUsage, RateLimit};
+use bucketgate_core::limits::{BucketState, LimiterConfig, Rate};
+use bucketgate_core::sigv4::FixedKeyCache;
+use bucketgate_core::{DenyReason, RequestParts};
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action as WasmAction, BufferType, ContextType, MapType, MetricType, Status};
+
+use crate::config::{self, Config};
+
+/// The header the route's `cluster_header` reads to pick the backend cluster.
+pub const CLUSTER_HEADER: &str = "x-bucketgate-cluster";
+/// Filter state key (`wasm.bucketgate_audit`) holding the audit row.
+const AUDIT_PROPERTY: &str = "bucketgate_audit";
+
+type KeyCache = FixedKeyCache<64>;
+
+/// Metric ids by name, defined on first use.
+#[derive(Default)]
+struct Metrics(RefCell<HashMap<String, u32>>);
+
+impl Metrics {
+    fn id(&self, kind: MetricType, name: &str) -> Option<u32> {
+        if let Some(id) = self.0.borrow().get(name) {
+            return Some(*id);
+        }
+        let id = hostcalls::define_metric(kind, name).ok()?;
+        self.0.borrow_mut().insert(name.to_owned(), id);
+        Some(id)
+    }
+
+    fn count(&self, name: &str, by: i64) {
+        if let Some(id) = self.id(MetricType::Counter, name) {
+            let _ = hostcalls::increment_metric(id, by);
+        }
+    }
+
+    fn record(&self, name: &str, value: u64) {
+        if let Some(id) = self.id(MetricType::Histogram, name) {
+            let _ = hostcalls::record_metric(id, value);
+        }
+    }
+}
+
+pub struct Root {
+    config: Option<Rc<Config>>,
+    cache: Rc<KeyCache>,
+    metrics: Rc<Metrics>,
+}
+
+impl Default for Root {
+    fn default() -> Self {
+        Self {
+            config: None,
+            cache: Rc::new(KeyCache::default()),
+            metrics: Rc::new(Metrics::default()),
+        }
+    }
+}
+
+impl Context for Root {}
+
+impl RootContext for Root {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        let raw = match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX) {
+            Ok(Some(b)) => b,
+            _ => {
+                log::error!("bucketgate: no plugin configuration");
+                return false;
+            }
+        };
+        match config::parse(&raw) {
+            Ok(c) => {
+                log::info!(
+                    "bucketgate: configured {} backend(s), {} static credential(s)",
+                    c.gateway.backends.len(),
+                    c.credentials.len()
+                );
+                self.config = Some(Rc::new(c));
+                true
+            }
+            Err(e) => {
+                log::error!("bucketgate: invalid plugin configuration: {e}");
+                false
+            }
+        }
+    }
+
+    fn create_http_context(&self, _id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(Filter {
+            config: self.config.clone(),
+            cache: self.cache.clone(),
+            metrics: self.metrics.clone(),
+            body: None,
+            method: String::new(),
+            resource: String::new(),
+            request_id: String::new(),
+            denied: false,
+        }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+struct Filter {
+    config: Option<Rc<Config>>,
+    cache: Rc<KeyCache>,
+    metrics: Rc<Metrics>,
+    body: Option<BufferedResigner>,
+    method: String,
+    resource: String,
+    request_id: String,
+    denied: bool,
+}
+
+impl Context for Filter {}
+
+fn now_ms() -> Option<u64> {
+    let t = hostcalls::get_current_time().ok()?;
+    t.duration_since(UNIX_EPOCH).ok().map(|d| d.as_millis() as u64)
+}
+
+impl Filter {
+    fn deny(&mut self, reason: &DenyReason) -> WasmAction {
+        self.denied = true;
+        let r = reason.render(&self.method, &self.resource, &self.request_id);
+        let retry = r.retry_after.map(|s| s.to_string());
+        let mut headers = vec![("content-type", "application/xml"), ("x-amz-request-id", self.request_id.as_str())];
+        if let Some(s) = retry.as_deref() {
+            headers.push(("retry-after", s));
+        }
+        self.metrics.count(&format!("bucketgate.denied.{}", reason.audit_reason()), 1);
+        if hostcalls::send_http_response(u32::from(r.status), headers, Some(r.body.as_bytes())).is_err() {
+            let _ = hostcalls::reset_http_request();
+        }
+        WasmAction::Pause
+    }
+
+    fn audit(&self, audit: &Audit, sample_rate: f64) {
+        let op = audit.operation;
+        self.metrics.count(&format!("bucketgate.requests.{op}.{}", audit.decision.as_str()), 1);
+        let sampled = audit.always || sample_rate >= 1.0 || {
+            // Cheap randomness from the clock's nanoseconds; no RNG in the VM.
+            let nanos = hostcalls::get_current_time()
+                .ok()
+                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                .map_or(0, |d| d.subsec_nanos());
+            f64::from(nanos % 10_000) / 10_000.0 < sample_rate
+        };
+        if sampled {
+            let _ = hostcalls::set_property(vec![AUDIT_PROPERTY], Some(audit.to_json().as_bytes()));
+        }
+    }
+
+    fn request_headers(&mut self) -> Result<WasmAction, DenyReason> {
+        let Some(config) = self.config.clone() else {
+            return Err(DenyReason::InternalError("filter not configured"));
+        };
+        let headers = hostcalls::get_map(MapType::HttpRequestHeaders)
+            .map_err(|_| DenyReason::InternalError("cannot read request headers"))?;
+        let pick = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+        self.method = pick(":method").unwrap_or_default();
+        let target = pick(":path").unwrap_or_default();
+        self.resource = bucketgate_core::query::split_target(&target).0.to_owned();
+        self.request_id = pick("x-request-id").unwrap_or_else(|| "bucketgate".to_owned());
+        let borrowed: Vec<(&str, &str)> = headers
+            .iter()
+            .filter(|(k, _)| !k.starts_with(':') || k == ":authority")
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let parts = RequestParts::new(&self.method, &target, &borrowed);
+        let now = now_ms().ok_or(DenyReason::InternalError("no clock"))?;
+        let source = hostcalls::get_property(vec!["source", "address"])
+            .ok()
+            .flatten()
+            .and_then(|b| String::from_utf8(b).ok());
+        let mut limiter = SharedLimiter { cfg: &config.limits };
+        let outcome = config.gateway.handle(
+            &parts,
+            GwContext {
+                credentials: &config.credentials,
+                limiter: &mut limiter,
+                usage: &NoUsage,
+                cache: self.cache.as_ref(),
+                source_ip: source.as_deref(),
+                now_ms: now,
+            },
+        );
+        self.audit(&outcome.audit, config.read_sample_rate);
+        match outcome.action {
+            Action::Deny(reason) => Err(reason),
+            Action::ListBuckets(xml) => {
+                self.denied = true;
+                let headers = vec![("content-type", "application/xml"), ("x-amz-request-id", self.request_id.as_str())];
+                if hostcalls::send_http_response(200, headers, Some(xml.as_bytes())).is_err() {
+                    return Err(DenyReason::InternalError("cannot send ListBuckets"));
+                }
+                Ok(WasmAction::Pause)
+            }
+            Action::Forward(f) => {
+                let cluster = config
+                    .clusters
+                    .get(f.backend)
+                    .ok_or(DenyReason::InternalError("backend without cluster"))?;
+                let set = |name: &str, value: Option<&str>| {
+                    hostcalls::set_map_value(MapType::HttpRequestHeaders, name, value)
+                        .map_err(|_| DenyReason::InternalError("cannot set request header"))
+                };
+                for name in &f.resigned.remove_headers {
+                    set(name, None)?;
+                }
+                set("authorization", None)?;
+                for (name, value) in &f.resigned.set_headers {
+                    set(name, Some(value))?;
+                }
+                set(":path", Some(&f.resigned.path))?;
+                set(":authority", Some(&f.resigned.host))?;
+                set(CLUSTER_HEADER, Some(cluster))?;
+                self.body = f.chunks.map(BufferedResigner::new);
+                Ok(WasmAction::Continue)
+            }
+        }
+    }
+
+    fn request_body(&mut self, size: usize, end: bool) -> Result<(), DenyReason> {
+        let Some(body) = self.body.as_mut() else { return Ok(()) };
+        let piece = match hostcalls::get_buffer(BufferType::HttpRequestBody, 0, size) {
+            Ok(Some(b)) => b,
+            Ok(None) => Vec::new(),
+            Err(_) => return Err(DenyReason::InternalError("cannot read request body")),
+        };
+        let mut out = Vec::with_capacity(piece.len() + 128);
+        body.push(&piece, &mut out)?;
+        if end {
+            body.finish()?;
+        }
+        if out != piece {
+            hostcalls::set_buffer(BufferType::HttpRequestBody, 0, size, &out)
+                .map_err(|_| DenyReason::InternalError("cannot rewrite request body"))?;
+        }
+        self.metrics.count("bucketgate.resigned_stream_bytes", out.len() as i64);
+        Ok(())
+    }
+}
+
+impl HttpContext for Filter {
+    fn on_http_request_headers(&mut self, _n: usize, _end: bool) -> WasmAction {
+        let start = now_ms();
+        let action = match self.request_headers() {
+            Ok(a) => a,
+            Err(reason) => self.deny(&reason),
+        };
+        if let (Some(a), Some(b)) = (start, now_ms()) {
+            self.metrics.record("bucketgate.check_ms", b.saturating_sub(a));
+        }
+        action
+    }
+
+    fn on_http_request_body(&mut self, size: usize, end: bool) -> WasmAction {
+        if self.denied {
+            return WasmAction::Pause;
+        }
+        match self.request_body(size, end) {
+            Ok(()) => WasmAction::Continue,
+            Err(reason) => {
+                // Bytes of the bad chunk were never released, so the upstream
+                // holds an incomplete body and stores nothing.
+                log::warn!("bucketgate: body refused: {}", reason.audit_reason());
+                self.deny(&reason)
+            }
+        }
+    }
+}
+
+/// Token buckets in Envoy shared data: every worker VM sees the same state.
+struct SharedLimiter<'a> {
+    cfg: &'a LimiterConfig,
+}
+
+impl SharedLimiter<'_> {
+    fn load(key: &str) -> (Option<BucketState>, Option<u32>) {
+        match hostcalls::get_shared_data(key) {
+            Ok((data, cas)) => (data.as_deref().and_then(BucketState::decode), cas),
+            Err(_) => (None, None),
+        }
+    }
+}
+
+impl RateLimit for SharedLimiter<'_> {
+    fn check(&mut self, key: Option<&str>, key_rps: Option<u32>, _ip: Option<(&str, u32)>, now_ms: u64) -> Result<(), DenyReason> {
+        let mut buckets: Vec<(String, Rate, Limit)> = Vec::with_capacity(2);
+        if self.cfg.global_rps > 0 {
+            buckets.push(("bucketgate.rl.global".into(), Rate::new(self.cfg.global_rps, self.cfg.global_burst), Limit::Global));
+        }
+        if let Some(k) = key {
+            let rps = key_rps.unwrap_or(self.cfg.per_key_rps);
+            if rps > 0 {
+                let burst = if key_rps.is_some() { rps } else { self.cfg.per_key_burst };
+                buckets.push((format!("bucketgate.rl.key.{k}"), Rate::new(rps, burst), Limit::PerKey));
+            }
+        }
+        // Check every limit before consuming from any.
+        let mut worst: Option<(u32, Limit)> = None;
+        for (name, rate, limit) in &buckets {
+            if let (_, Err(secs)) = rate.check(Self::load(name).0, now_ms) {
+                if worst.is_none_or(|(w, _)| secs > w) {
+                    worst = Some((secs, *limit));
+                }
+            }
+        }
+        if let Some((retry_after_secs, limit)) = worst {
+            return Err(DenyReason::SlowDown { limit, retry_after_secs });
+        }
+        for (name, rate, limit) in &buckets {
+            let mut stored = false;
+            for _ in 0..16 {
+                let (state, cas) = Self::load(name);
+                let (next, verdict) = rate.take(state, now_ms);
+                if let Err(retry_after_secs) = verdict {
+                    return Err(DenyReason::SlowDown { limit: *limit, retry_after_secs });
+                }
+                match hostcalls::set_shared_data(name, Some(&next.encode()), cas) {
+                    Ok(()) => {
+                        stored = true;
+                        break;
+                    }
+                    Err(Status::CasMismatch) => continue,
+                    Err(_) => return Err(DenyReason::InternalError("shared data unavailable")),
+                }
+            }
+            if !stored {
+                return Err(DenyReason::SlowDown { limit: *limit, retry_after_secs: 1 });
+            }
+        }
+        Ok(())
+    }
+}
