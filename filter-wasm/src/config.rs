@@ -54,7 +54,9 @@ struct RawAudit {
 
 impl Default for RawAudit {
     fn default() -> Self {
-        Self { read_sample_rate: 1.0 }
+        Self {
+            read_sample_rate: 1.0,
+        }
     }
 }
 
@@ -121,10 +123,14 @@ pub fn parse(json: &[u8]) -> Result<Config, String> {
     for b in raw.backends {
         let what = format!("backend '{}'", b.name);
         if b.name.is_empty() || b.cluster.is_empty() || b.host.is_empty() || b.region.is_empty() {
-            return Err(format!("{what}: name, cluster, host and region are required"));
+            return Err(format!(
+                "{what}: name, cluster, host and region are required"
+            ));
         }
         if b.access_key_id.is_empty() || b.secret_access_key.is_empty() {
-            return Err(format!("{what}: admin access_key_id and secret_access_key are required"));
+            return Err(format!(
+                "{what}: admin access_key_id and secret_access_key are required"
+            ));
         }
         if backends.iter().any(|x: &Backend| x.name == b.name) {
             return Err(format!("{what} is defined twice"));
@@ -132,7 +138,11 @@ pub fn parse(json: &[u8]) -> Result<Config, String> {
         let addressing = match b.addressing.as_deref() {
             None | Some("path") => UpstreamAddressing::Path,
             Some("virtual") => UpstreamAddressing::VirtualHost,
-            Some(other) => return Err(format!("{what}: addressing must be 'path' or 'virtual', not '{other}'")),
+            Some(other) => {
+                return Err(format!(
+                    "{what}: addressing must be 'path' or 'virtual', not '{other}'"
+                ));
+            }
         };
         clusters.push(b.cluster);
         backends.push(Backend {
@@ -151,19 +161,26 @@ pub fn parse(json: &[u8]) -> Result<Config, String> {
     for c in raw.credentials {
         let what = format!("credential '{}'", c.access_key_id);
         if c.access_key_id.is_empty() || c.secret_access_key.is_empty() {
-            return Err(format!("{what}: access_key_id and secret_access_key are required"));
+            return Err(format!(
+                "{what}: access_key_id and secret_access_key are required"
+            ));
         }
         if c.scopes.is_empty() {
             return Err(format!("{what}: at least one scope is required"));
         }
         for s in &c.scopes {
             if !backends.iter().any(|b| b.name == s.backend) {
-                return Err(format!("{what}: scope names unknown backend '{}'", s.backend));
+                return Err(format!(
+                    "{what}: scope names unknown backend '{}'",
+                    s.backend
+                ));
             }
         }
         let expires_at = match c.expires_at.as_deref() {
             None => None,
-            Some(t) => Some(parse_rfc3339(t).ok_or_else(|| format!("{what}: expires_at is not RFC 3339"))?),
+            Some(t) => Some(
+                parse_rfc3339(t).ok_or_else(|| format!("{what}: expires_at is not RFC 3339"))?,
+            ),
         };
         let mut cred = Credential::new(c.access_key_id.clone(), c.secret_access_key, c.scopes);
         cred.rps = c.rps;
@@ -260,6 +277,9 @@ mod tests {
     fn secrets_never_appear_in_debug_output() {
         let c = parse(GOOD.as_bytes()).unwrap();
         let dbg = format!("{c:?}");
-        assert!(!dbg.contains("\"s\"") && !dbg.contains("secret: \"t\""), "{dbg}");
+        assert!(
+            !dbg.contains("\"s\"") && !dbg.contains("secret: \"t\""),
+            "{dbg}"
+        );
     }
 }

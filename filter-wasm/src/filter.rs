@@ -18,7 +18,9 @@ use bucketgate_core::sigv4::FixedKeyCache;
 use bucketgate_core::{DenyReason, RequestParts};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action as WasmAction, BufferType, ContextType, MapType, MetricType, Status};
+use proxy_wasm::types::{
+    Action as WasmAction, BufferType, ContextType, MapType, MetricType, Status,
+};
 
 use crate::config::{self, Config};
 
@@ -133,7 +135,9 @@ impl Context for Filter {}
 
 fn now_ms() -> Option<u64> {
     let t = hostcalls::get_current_time().ok()?;
-    t.duration_since(UNIX_EPOCH).ok().map(|d| d.as_millis() as u64)
+    t.duration_since(UNIX_EPOCH)
+        .ok()
+        .map(|d| d.as_millis() as u64)
 }
 
 impl Filter {
@@ -141,12 +145,18 @@ impl Filter {
         self.denied = true;
         let r = reason.render(&self.method, &self.resource, &self.request_id);
         let retry = r.retry_after.map(|s| s.to_string());
-        let mut headers = vec![("content-type", "application/xml"), ("x-amz-request-id", self.request_id.as_str())];
+        let mut headers = vec![
+            ("content-type", "application/xml"),
+            ("x-amz-request-id", self.request_id.as_str()),
+        ];
         if let Some(s) = retry.as_deref() {
             headers.push(("retry-after", s));
         }
-        self.metrics.count(&format!("bucketgate.denied.{}", reason.audit_reason()), 1);
-        if hostcalls::send_http_response(u32::from(r.status), headers, Some(r.body.as_bytes())).is_err() {
+        self.metrics
+            .count(&format!("bucketgate.denied.{}", reason.audit_reason()), 1);
+        if hostcalls::send_http_response(u32::from(r.status), headers, Some(r.body.as_bytes()))
+            .is_err()
+        {
             let _ = hostcalls::reset_http_request();
         }
         WasmAction::Pause
@@ -154,7 +164,10 @@ impl Filter {
 
     fn audit(&self, audit: &Audit, sample_rate: f64) {
         let op = audit.operation;
-        self.metrics.count(&format!("bucketgate.requests.{op}.{}", audit.decision.as_str()), 1);
+        self.metrics.count(
+            &format!("bucketgate.requests.{op}.{}", audit.decision.as_str()),
+            1,
+        );
         let sampled = audit.always || sample_rate >= 1.0 || {
             // Cheap randomness from the clock's nanoseconds; no RNG in the VM.
             let nanos = hostcalls::get_current_time()
@@ -190,7 +203,9 @@ impl Filter {
             .ok()
             .flatten()
             .and_then(|b| String::from_utf8(b).ok());
-        let mut limiter = SharedLimiter { cfg: &config.limits };
+        let mut limiter = SharedLimiter {
+            cfg: &config.limits,
+        };
         let outcome = config.gateway.handle(
             &parts,
             GwContext {
@@ -207,7 +222,10 @@ impl Filter {
             Action::Deny(reason) => Err(reason),
             Action::ListBuckets(xml) => {
                 self.denied = true;
-                let headers = vec![("content-type", "application/xml"), ("x-amz-request-id", self.request_id.as_str())];
+                let headers = vec![
+                    ("content-type", "application/xml"),
+                    ("x-amz-request-id", self.request_id.as_str()),
+                ];
                 if hostcalls::send_http_response(200, headers, Some(xml.as_bytes())).is_err() {
                     return Err(DenyReason::InternalError("cannot send ListBuckets"));
                 }
@@ -239,7 +257,9 @@ impl Filter {
     }
 
     fn request_body(&mut self, size: usize, end: bool) -> Result<(), DenyReason> {
-        let Some(body) = self.body.as_mut() else { return Ok(()) };
+        let Some(body) = self.body.as_mut() else {
+            return Ok(());
+        };
         let piece = match hostcalls::get_buffer(BufferType::HttpRequestBody, 0, size) {
             Ok(Some(b)) => b,
             Ok(None) => Vec::new(),
@@ -254,7 +274,8 @@ impl Filter {
             hostcalls::set_buffer(BufferType::HttpRequestBody, 0, size, &out)
                 .map_err(|_| DenyReason::InternalError("cannot rewrite request body"))?;
         }
-        self.metrics.count("bucketgate.resigned_stream_bytes", out.len() as i64);
+        self.metrics
+            .count("bucketgate.resigned_stream_bytes", out.len() as i64);
         Ok(())
     }
 }
@@ -267,7 +288,8 @@ impl HttpContext for Filter {
             Err(reason) => self.deny(&reason),
         };
         if let (Some(a), Some(b)) = (start, now_ms()) {
-            self.metrics.record("bucketgate.check_ms", b.saturating_sub(a));
+            self.metrics
+                .record("bucketgate.check_ms", b.saturating_sub(a));
         }
         action
     }
@@ -303,29 +325,50 @@ impl SharedLimiter<'_> {
 }
 
 impl RateLimit for SharedLimiter<'_> {
-    fn check(&mut self, key: Option<&str>, key_rps: Option<u32>, _ip: Option<(&str, u32)>, now_ms: u64) -> Result<(), DenyReason> {
+    fn check(
+        &mut self,
+        key: Option<&str>,
+        key_rps: Option<u32>,
+        _ip: Option<(&str, u32)>,
+        now_ms: u64,
+    ) -> Result<(), DenyReason> {
         let mut buckets: Vec<(String, Rate, Limit)> = Vec::with_capacity(2);
         if self.cfg.global_rps > 0 {
-            buckets.push(("bucketgate.rl.global".into(), Rate::new(self.cfg.global_rps, self.cfg.global_burst), Limit::Global));
+            buckets.push((
+                "bucketgate.rl.global".into(),
+                Rate::new(self.cfg.global_rps, self.cfg.global_burst),
+                Limit::Global,
+            ));
         }
         if let Some(k) = key {
             let rps = key_rps.unwrap_or(self.cfg.per_key_rps);
             if rps > 0 {
-                let burst = if key_rps.is_some() { rps } else { self.cfg.per_key_burst };
-                buckets.push((format!("bucketgate.rl.key.{k}"), Rate::new(rps, burst), Limit::PerKey));
+                let burst = if key_rps.is_some() {
+                    rps
+                } else {
+                    self.cfg.per_key_burst
+                };
+                buckets.push((
+                    format!("bucketgate.rl.key.{k}"),
+                    Rate::new(rps, burst),
+                    Limit::PerKey,
+                ));
             }
         }
         // Check every limit before consuming from any.
         let mut worst: Option<(u32, Limit)> = None;
         for (name, rate, limit) in &buckets {
-            if let (_, Err(secs)) = rate.check(Self::load(name).0, now_ms) {
-                if worst.is_none_or(|(w, _)| secs > w) {
-                    worst = Some((secs, *limit));
-                }
+            if let (_, Err(secs)) = rate.check(Self::load(name).0, now_ms)
+                && worst.is_none_or(|(w, _)| secs > w)
+            {
+                worst = Some((secs, *limit));
             }
         }
         if let Some((retry_after_secs, limit)) = worst {
-            return Err(DenyReason::SlowDown { limit, retry_after_secs });
+            return Err(DenyReason::SlowDown {
+                limit,
+                retry_after_secs,
+            });
         }
         for (name, rate, limit) in &buckets {
             let mut stored = false;
@@ -333,7 +376,10 @@ impl RateLimit for SharedLimiter<'_> {
                 let (state, cas) = Self::load(name);
                 let (next, verdict) = rate.take(state, now_ms);
                 if let Err(retry_after_secs) = verdict {
-                    return Err(DenyReason::SlowDown { limit: *limit, retry_after_secs });
+                    return Err(DenyReason::SlowDown {
+                        limit: *limit,
+                        retry_after_secs,
+                    });
                 }
                 match hostcalls::set_shared_data(name, Some(&next.encode()), cas) {
                     Ok(()) => {
@@ -345,7 +391,10 @@ impl RateLimit for SharedLimiter<'_> {
                 }
             }
             if !stored {
-                return Err(DenyReason::SlowDown { limit: *limit, retry_after_secs: 1 });
+                return Err(DenyReason::SlowDown {
+                    limit: *limit,
+                    retry_after_secs: 1,
+                });
             }
         }
         Ok(())
