@@ -1,0 +1,160 @@
+"""End-to-end harness: a real s3s-fs upstream (it verifies SigV4 under its own
+admin key, so a re-signing bug fails a test) behind a real Envoy 1.40 running
+the bucketgate wasm filter. Everything listens on 127.0.0.1 only."""
+
+import json
+import os
+import pathlib
+import socket
+import subprocess
+import time
+
+import boto3
+import pytest
+import requests
+from botocore.config import Config
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+CACHE = pathlib.Path(os.environ.get("BUCKETGATE_CACHE", pathlib.Path.home() / ".cache/bucketgate"))
+ENVOY = CACHE / "venv/bin/envoy"
+S3S_FS = CACHE / "tools/bin/s3s-fs"
+WASM = ROOT / "target/wasm32-wasip1/release/bucketgate_filter_wasm.wasm"
+
+ADMIN_KEY, ADMIN_SECRET = "BUCKETGATEADMIN", "admin-secret-upstream-only"
+REGION = "us-east-1"
+HOST_SUFFIX = "s3.localhost"
+
+# Tenants: access key -> (secret, scopes, extra)
+TENANTS = {
+    "AKIATENANTALPHA00001": ("alpha-secret/with+odd=chars", ["alpha"], {}),
+    "AKIATENANTBETA000001": ("beta-secret", ["beta"], {}),
+    "AKIATENANTMULTI00001": ("multi-secret", ["alpha", "beta"], {}),
+    "AKIATENANTEXPIRED001": ("expired-secret", ["alpha"], {"expires_at": "2020-01-01T00:00:00Z"}),
+    "AKIATENANTDISABLED01": ("disabled-secret", ["alpha"], {"disabled": True}),
+    "AKIATENANTLIMITED001": ("limited-secret", ["alpha"], {"rps": 1}),
+}
+BUCKETS = ["alpha", "beta", "gamma"]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(url, seconds=15):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(url, timeout=1).status_code < 500:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up")
+
+
+class Gateway:
+    def __init__(self, endpoint, admin, access_log, upstream, data):
+        self.endpoint = endpoint
+        self.admin = admin
+        self.access_log = access_log
+        self.upstream = upstream
+        self.data = data
+
+    def client(self, key="AKIATENANTALPHA00001", secret=None, addressing="path", payload_signing=None, **config):
+        secret = secret if secret is not None else TENANTS[key][0]
+        s3 = {"addressing_style": addressing}
+        if payload_signing is not None:
+            s3["payload_signing_enabled"] = payload_signing
+        cfg = Config(s3=s3, retries={"max_attempts": 1, "mode": "standard"}, **config)
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=key,
+            aws_secret_access_key=secret,
+            region_name=REGION,
+            config=cfg,
+        )
+
+    def upstream_client(self):
+        return boto3.client(
+            "s3",
+            endpoint_url=self.upstream,
+            aws_access_key_id=ADMIN_KEY,
+            aws_secret_access_key=ADMIN_SECRET,
+            region_name=REGION,
+            config=Config(s3={"addressing_style": "path"}),
+        )
+
+    def audit_rows(self, until, seconds=10):
+        """Audit rows once `until(rows)` holds (the access log is flushed
+        asynchronously); the rows as they are when the time is up."""
+        deadline = time.monotonic() + seconds
+        while True:
+            with open(self.access_log) as f:
+                rows = [json.loads(line) for line in f if line.strip()]
+            if until(rows) or time.monotonic() > deadline:
+                return rows
+            time.sleep(0.2)
+
+
+@pytest.fixture(scope="session")
+def gateway(tmp_path_factory):
+    for path in (ENVOY, S3S_FS, WASM):
+        if not path.exists():
+            pytest.fail(f"{path} is missing: run `make test` (it installs and builds everything)")
+    work = tmp_path_factory.mktemp("gateway")
+    data = work / "data"
+    for b in BUCKETS:
+        (data / b).mkdir(parents=True)
+    s3_port, gw_port, admin_port = free_port(), free_port(), free_port()
+    procs = []
+    s3s = subprocess.Popen(
+        [str(S3S_FS), "--host", "127.0.0.1", "--port", str(s3_port), "--access-key", ADMIN_KEY,
+         "--secret-key", ADMIN_SECRET, str(data)],
+        stdout=open(work / "s3s.log", "w"), stderr=subprocess.STDOUT,
+    )
+    procs.append(s3s)
+    plugin = {
+        "region": REGION,
+        "host_suffixes": [HOST_SUFFIX],
+        "s3_proxy": {"global_rps": 0, "per_key_rps": 0},
+        "audit": {"read_sample_rate": 1.0},
+        "backends": [{
+            "name": "local", "cluster": "backend_local", "host": f"127.0.0.1:{s3_port}", "region": REGION,
+            "addressing": "path", "access_key_id": ADMIN_KEY, "secret_access_key": ADMIN_SECRET,
+        }],
+        "credentials": [
+            {"access_key_id": k, "secret_access_key": s, "scopes": [{"backend": "local", "bucket": b} for b in scopes], **extra}
+            for k, (s, scopes, extra) in TENANTS.items()
+        ],
+    }
+    (work / "plugin.json").write_text(json.dumps(plugin))
+    access_log = work / "access.log"
+    cfg = subprocess.run(
+        ["python3", str(ROOT / "envoy/gateway.py"), "--wasm", str(WASM), "--plugin-config", str(work / "plugin.json"),
+         "--backend", f"backend_local=127.0.0.1:{s3_port}", "--port", str(gw_port), "--admin-port", str(admin_port),
+         "--access-log", str(access_log)],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    (work / "envoy.json").write_text(cfg)
+    envoy = subprocess.Popen(
+        [str(ENVOY), "-c", str(work / "envoy.json"), "--concurrency", "2", "--log-level", "warn",
+         "--base-id", str(gw_port)],
+        stdout=open(work / "envoy.log", "w"), stderr=subprocess.STDOUT,
+    )
+    procs.append(envoy)
+    try:
+        wait_for(f"http://127.0.0.1:{s3_port}/")
+        wait_for(f"http://127.0.0.1:{admin_port}/ready")
+        yield Gateway(f"http://127.0.0.1:{gw_port}", f"http://127.0.0.1:{admin_port}", access_log,
+                      f"http://127.0.0.1:{s3_port}", data)
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
