@@ -6,16 +6,29 @@ SHELL := /bin/bash
 CARGO ?= cargo
 FUZZ_SECONDS ?= 30
 
-.PHONY: test demo bench fuzz lint setup-rust check-wasm check-fuzz
+VENV := $(or $(BUCKETGATE_CACHE),$(HOME)/.cache/bucketgate)/venv
+WASM := target/wasm32-wasip1/release/bucketgate_filter_wasm.wasm
+MODE ?= wasm
+
+.PHONY: test demo bench fuzz lint setup-rust check-wasm check-fuzz e2e wasm
 
 test: setup-rust lint
 	$(CARGO) test --workspace
-	$(MAKE) check-wasm check-fuzz
+	$(MAKE) check-wasm check-fuzz e2e
+
+# End-to-end: real Envoy + the filter + s3s-fs + boto3.
+e2e: wasm
+	@scripts/setup.sh python
+	@scripts/setup.sh s3s
+	$(VENV)/bin/python -m pytest tests/e2e -q
+
+wasm: setup-rust
+	$(CARGO) build --release -p bucketgate-filter-wasm --target wasm32-wasip1
 
 lint: setup-rust
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
-	$(CARGO) clippy -p bucketgate-core --target wasm32-wasip1 -- -D warnings
+	$(CARGO) clippy -p bucketgate-core -p bucketgate-filter-wasm --target wasm32-wasip1 -- -D warnings
 
 check-wasm: setup-rust
 	$(CARGO) build -p bucketgate-core --target wasm32-wasip1
@@ -27,9 +40,7 @@ setup-rust:
 	@scripts/setup.sh rust
 
 demo:
-	@echo "make demo: the gateway data plane (issue #3, filter-wasm + Envoy) is not built yet;" >&2
-	@echo "only the core library exists so far. See README.md." >&2
-	@exit 1
+	MODE=$(MODE) scripts/demo.sh
 
 bench:
 	$(CARGO) bench -p bucketgate-core --bench core

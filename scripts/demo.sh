@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# make demo: s3s-fs (the upstream, holding the only admin key) + Envoy with
+# the bucketgate filter on 127.0.0.1:8090, two buckets, two tenant keys.
+# Stays in the foreground until Ctrl-C / SIGTERM, then stops what it started.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+CACHE="${BUCKETGATE_CACHE:-$HOME/.cache/bucketgate}"
+DEMO="$ROOT/.demo"
+PORT="${PORT:-8090}"
+S3_PORT="${S3_PORT:-9000}"
+ADMIN_PORT="${ADMIN_PORT:-9901}"
+MODE="${MODE:-wasm}"
+
+if [ "$MODE" != "wasm" ]; then
+  echo "MODE=$MODE: only the wasm data plane exists so far (ext_authz is issue #4)" >&2
+  exit 2
+fi
+
+scripts/setup.sh rust
+scripts/setup.sh python
+scripts/setup.sh s3s
+cargo build --release -p bucketgate-filter-wasm --target wasm32-wasip1
+
+mkdir -p "$DEMO/data/demo-bucket" "$DEMO/data/other-bucket"
+ADMIN_KEY=$(python3 -c 'import secrets,string; print("ADMIN"+"".join(secrets.choice(string.ascii_uppercase+"234567") for _ in range(15)))')
+ADMIN_SECRET=$(python3 -c 'import secrets; print(secrets.token_urlsafe(30)[:40])')
+mint() { python3 -c 'import secrets,string; print("AKIA"+"".join(secrets.choice(string.ascii_uppercase+"234567") for _ in range(16)), secrets.token_urlsafe(30)[:40])'; }
+read -r T_KEY T_SECRET < <(mint)
+read -r O_KEY O_SECRET < <(mint)
+
+python3 - "$DEMO/plugin.json" <<PY
+import json, sys
+json.dump({
+  "region": "us-east-1",
+  "host_suffixes": ["s3.localhost"],
+  "s3_proxy": {"global_rps": 0, "per_key_rps": 0},
+  "backends": [{"name": "local", "cluster": "backend_local", "host": "127.0.0.1:$S3_PORT", "region": "us-east-1",
+                "access_key_id": "$ADMIN_KEY", "secret_access_key": "$ADMIN_SECRET"}],
+  "credentials": [
+    {"access_key_id": "$T_KEY", "secret_access_key": "$T_SECRET", "scopes": [{"backend": "local", "bucket": "demo-bucket"}]},
+    {"access_key_id": "$O_KEY", "secret_access_key": "$O_SECRET", "scopes": [{"backend": "local", "bucket": "other-bucket"}]}
+  ]}, open(sys.argv[1], "w"), indent=1)
+PY
+chmod 600 "$DEMO/plugin.json"
+python3 envoy/gateway.py --wasm "$ROOT/target/wasm32-wasip1/release/bucketgate_filter_wasm.wasm" \
+  --plugin-config "$DEMO/plugin.json" --backend "backend_local=127.0.0.1:$S3_PORT" \
+  --port "$PORT" --admin-port "$ADMIN_PORT" --access-log "$DEMO/audit.log" > "$DEMO/envoy.json"
+
+write_env() { # file key secret bucket
+  umask 077
+  cat > "$1" <<ENV
+AWS_ENDPOINT_URL=http://127.0.0.1:$PORT
+AWS_ACCESS_KEY_ID=$2
+AWS_SECRET_ACCESS_KEY=$3
+AWS_REGION=us-east-1
+BUCKET_NAME=$4
+ENV
+}
+write_env "$DEMO/tenant.env" "$T_KEY" "$T_SECRET" demo-bucket
+write_env "$DEMO/other.env" "$O_KEY" "$O_SECRET" other-bucket
+
+pids=()
+cleanup() {
+  trap - INT TERM EXIT
+  echo; echo "stopping…"
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT
+trap "exit 0" INT TERM
+
+"$CACHE/tools/bin/s3s-fs" --host 127.0.0.1 --port "$S3_PORT" --access-key "$ADMIN_KEY" \
+  --secret-key "$ADMIN_SECRET" "$DEMO/data" > "$DEMO/s3s.log" 2>&1 &
+pids+=($!)
+"$CACHE/venv/bin/envoy" -c "$DEMO/envoy.json" --concurrency 2 --log-level warn > "$DEMO/envoy.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do
+  curl -fs "127.0.0.1:$ADMIN_PORT/ready" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+curl -fs "127.0.0.1:$ADMIN_PORT/ready" >/dev/null || { echo "Envoy did not start; see $DEMO/envoy.log" >&2; exit 1; }
+
+cat <<MSG
+
+bucketgate demo: S3 gateway on http://127.0.0.1:$PORT (Envoy + wasm filter),
+upstream s3s-fs on 127.0.0.1:$S3_PORT holding the only admin key.
+
+  $DEMO/tenant.env   key scoped to demo-bucket
+  $DEMO/other.env    key scoped to other-bucket
+
+$(cat "$DEMO/tenant.env")
+
+Try:  set -a; . .demo/tenant.env; set +a
+      aws s3 cp README.md s3://demo-bucket/   # or any S3 client
+      aws s3 ls                              # only demo-bucket: answered by the gateway
+Audit rows: $DEMO/audit.log   Metrics: http://127.0.0.1:$ADMIN_PORT/stats/prometheus
+Ctrl-C stops everything.
+MSG
+wait -n "${pids[@]}"
