@@ -19,6 +19,8 @@ CACHE = pathlib.Path(os.environ.get("BUCKETGATE_CACHE", pathlib.Path.home() / ".
 ENVOY = CACHE / "venv/bin/envoy"
 S3S_FS = CACHE / "tools/bin/s3s-fs"
 WASM = ROOT / "target/wasm32-wasip1/release/bucketgate_filter_wasm.wasm"
+# Signed aws-chunked uploads built with aws-sigv4 (tests/client).
+CLIENT = ROOT / "target/debug/bucketgate-testclient"
 
 ADMIN_KEY, ADMIN_SECRET = "BUCKETGATEADMIN", "admin-secret-upstream-only"
 REGION = "us-east-1"
@@ -101,7 +103,7 @@ class Gateway:
 
 @pytest.fixture(scope="session")
 def gateway(tmp_path_factory):
-    for path in (ENVOY, S3S_FS, WASM):
+    for path in (ENVOY, S3S_FS, WASM, CLIENT):
         if not path.exists():
             pytest.fail(f"{path} is missing: run `make test` (it installs and builds everything)")
     work = tmp_path_factory.mktemp("gateway")
