@@ -15,7 +15,9 @@ use crate::date::{AmzDate, UnixSeconds};
 use crate::error::DenyReason;
 use crate::http::RequestParts;
 use crate::secret::SecretKey;
-use crate::sigv4::{AuthLocation, PayloadMode, SigningKeyCache, Verified, canonical, param};
+use crate::sigv4::{
+    AuthLocation, PayloadMode, SigningKeyCache, Verified, cached_signing_key, canonical, param,
+};
 
 /// How the upstream addresses buckets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -181,15 +183,14 @@ pub fn resign(
     );
     let scope = format!("{}/{}/s3/aws4_request", amz_date.date(), upstream.region);
     let string_to_sign = canonical::string_to_sign(amz_date.as_str(), &scope, &canonical_request);
-    let fp = creds.secret.fingerprint();
-    let signing_key = match cache.get(&creds.access_key_id, fp, &scope) {
-        Some(k) => k,
-        None => {
-            let k = SigningKey::derive(&creds.secret, amz_date.date(), upstream.region, "s3");
-            cache.insert(&creds.access_key_id, fp, &scope, k.clone());
-            k
-        }
-    };
+    let signing_key = cached_signing_key(
+        cache,
+        &creds.access_key_id,
+        &creds.secret,
+        amz_date.date(),
+        upstream.region,
+        "s3",
+    );
     let signature = signing_key.sign(string_to_sign.as_bytes());
 
     let mut set_headers = vec![

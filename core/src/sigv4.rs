@@ -152,6 +152,26 @@ impl Verifier {
     }
 }
 
+/// The signing key for `date/region/service/aws4_request`, from `cache` when
+/// it holds one for this access key and secret, derived (and cached) if not.
+pub fn cached_signing_key(
+    cache: &dyn SigningKeyCache,
+    access_key_id: &str,
+    secret: &SecretKey,
+    date: &str,
+    region: &str,
+    service: &str,
+) -> SigningKey {
+    let scope = format!("{date}/{region}/{service}/aws4_request");
+    let fp = secret.fingerprint();
+    if let Some(k) = cache.get(access_key_id, fp, &scope) {
+        return k;
+    }
+    let k = SigningKey::derive(secret, date, region, service);
+    cache.insert(access_key_id, fp, &scope, k.clone());
+    k
+}
+
 /// The canonical request the tenant should have signed.
 pub fn canonical_request_for(req: &RequestParts<'_>, auth: &Auth<'_>) -> String {
     let mut uri = String::with_capacity(req.path().len() + 8);

@@ -313,31 +313,22 @@ fn signed_streaming_uploads_get_a_chunk_resigner() {
 fn anonymous_and_malformed_requests_are_refused() {
     let mut r = Run::new();
     let hs = [("host", "gw:8090")];
-    let parts = RequestParts::new("GET", "/alpha/x", &hs);
-    let o = gateway().handle(
-        &parts,
-        Context {
-            credentials: &r.creds,
-            limiter: &mut r.limiter,
-            usage: &NoUsage,
-            cache: &r.cache,
-            source_ip: None,
-            now_ms: NOW * 1000,
-        },
-    );
-    assert_eq!(denied(&o), (403, "anonymous"));
-    let parts = RequestParts::new("GET", "/Bad_Bucket/x", &hs);
-    let o = gateway().handle(
-        &parts,
-        Context {
-            credentials: &r.creds,
-            limiter: &mut r.limiter,
-            usage: &NoUsage,
-            cache: &r.cache,
-            source_ip: None,
-            now_ms: NOW * 1000,
-        },
-    );
+    let mut unsigned = |target: &str| {
+        let parts = RequestParts::new("GET", target, &hs);
+        gateway().handle(
+            &parts,
+            Context {
+                credentials: &r.creds,
+                limiter: &mut r.limiter,
+                usage: &NoUsage,
+                cache: &r.cache,
+                source_ip: None,
+                now_ms: NOW * 1000,
+            },
+        )
+    };
+    assert_eq!(denied(&unsigned("/alpha/x")), (403, "anonymous"));
+    let o = unsigned("/Bad_Bucket/x");
     assert_eq!(denied(&o).0, 400);
     assert_eq!(o.audit.decision, Decision::Deny);
 }
