@@ -197,8 +197,7 @@ impl Gateway {
         parts: &RequestParts<'_>,
         cx: Context<'_, C>,
     ) -> Outcome {
-        let suffixes: Vec<&str> = self.host_suffixes.iter().map(String::as_str).collect();
-        let s3 = match request::parse(parts, &suffixes) {
+        let s3 = match request::parse(parts, &self.host_suffixes) {
             Ok(r) => r,
             Err(e) => return deny(e, None, Operation::Unknown, None),
         };

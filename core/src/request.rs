@@ -283,9 +283,9 @@ enum Level {
 
 /// Classifies a request. `host_suffixes` are the gateway's virtual-host
 /// suffixes (`s3.example.com`; a leading `.` and a port are ignored).
-pub fn parse<'a>(
+pub fn parse<'a, S: AsRef<str>>(
     req: &RequestParts<'a>,
-    host_suffixes: &[&str],
+    host_suffixes: &[S],
 ) -> Result<S3Request<'a>, DenyReason> {
     let method = match req.method {
         "GET" => Method::Get,
@@ -374,7 +374,7 @@ pub fn parse<'a>(
 
 /// The bucket label of a virtual-hosted Host, or `None` for path style
 /// (no suffix matches, the Host is a suffix itself, or an IP literal).
-fn virtual_host_bucket<'a>(host: &'a str, suffixes: &[&str]) -> Option<&'a str> {
+fn virtual_host_bucket<'a, S: AsRef<str>>(host: &'a str, suffixes: &[S]) -> Option<&'a str> {
     let host = host.trim();
     if host.starts_with('[') {
         return None; // IPv6 literal
@@ -387,7 +387,7 @@ fn virtual_host_bucket<'a>(host: &'a str, suffixes: &[&str]) -> Option<&'a str> 
     let suffixes = suffixes
         .iter()
         .map(|s| {
-            strip_port(s.trim())
+            strip_port(s.as_ref().trim())
                 .trim_start_matches('.')
                 .trim_end_matches('.')
         })

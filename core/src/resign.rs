@@ -183,14 +183,7 @@ pub fn resign(
     );
     let scope = format!("{}/{}/s3/aws4_request", amz_date.date(), upstream.region);
     let string_to_sign = canonical::string_to_sign(amz_date.as_str(), &scope, &canonical_request);
-    let signing_key = cached_signing_key(
-        cache,
-        &creds.access_key_id,
-        &creds.secret,
-        amz_date.date(),
-        upstream.region,
-        "s3",
-    );
+    let signing_key = cached_signing_key(cache, &creds.access_key_id, &creds.secret, &scope);
     let signature = signing_key.sign(string_to_sign.as_bytes());
 
     let mut set_headers = vec![

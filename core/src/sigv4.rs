@@ -152,23 +152,27 @@ impl Verifier {
     }
 }
 
-/// The signing key for `date/region/service/aws4_request`, from `cache` when
-/// it holds one for this access key and secret, derived (and cached) if not.
+/// The signing key for `scope` (`date/region/service/aws4_request`), from
+/// `cache` when it holds one for this access key and secret, derived (and
+/// cached) if not.
 pub fn cached_signing_key(
     cache: &dyn SigningKeyCache,
     access_key_id: &str,
     secret: &SecretKey,
-    date: &str,
-    region: &str,
-    service: &str,
+    scope: &str,
 ) -> SigningKey {
-    let scope = format!("{date}/{region}/{service}/aws4_request");
     let fp = secret.fingerprint();
-    if let Some(k) = cache.get(access_key_id, fp, &scope) {
+    if let Some(k) = cache.get(access_key_id, fp, scope) {
         return k;
     }
+    let mut parts = scope.split('/');
+    let (date, region, service) = (
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default(),
+    );
     let k = SigningKey::derive(secret, date, region, service);
-    cache.insert(access_key_id, fp, &scope, k.clone());
+    cache.insert(access_key_id, fp, scope, k.clone());
     k
 }
 

@@ -85,6 +85,35 @@ fn compute(req: &Request, signed_headers: &str, presigned: bool) -> String {
     )
 }
 
+/// Checks `<kind>-string-to-sign.txt` and `<kind>-signature.txt` for a
+/// canonical request already checked; returns the signature.
+fn check_string_to_sign_and_signature(
+    dir: &Path,
+    ctx: &serde_json::Value,
+    date: &str,
+    canonical: &str,
+    kind: &str,
+) -> String {
+    let name = dir.file_name().unwrap().to_string_lossy();
+    let region = ctx["region"].as_str().unwrap();
+    let service = ctx["service"].as_str().unwrap();
+    let scope = format!("{}/{region}/{service}/aws4_request", &date[..8]);
+    let sts = canonical::string_to_sign(date, &scope, canonical);
+    assert_eq!(
+        sts,
+        read(dir, &format!("{kind}-string-to-sign.txt")),
+        "{name}: string to sign"
+    );
+    let secret = SecretKey::new(ctx["credentials"]["secret_access_key"].as_str().unwrap());
+    let sig = SigningKey::derive(&secret, &date[..8], region, service).sign(sts.as_bytes());
+    assert_eq!(
+        sig.as_str(),
+        read(dir, &format!("{kind}-signature.txt")).trim(),
+        "{name}: signature"
+    );
+    sig.as_str().to_owned()
+}
+
 fn cases() -> Vec<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/sigv4-test-suite");
     let mut out: Vec<PathBuf> = fs::read_dir(&root)
@@ -132,23 +161,7 @@ fn header_signing_vectors() {
             .unwrap()
             .1
             .clone();
-        let region = ctx["region"].as_str().unwrap();
-        let service = ctx["service"].as_str().unwrap();
-        let scope = format!("{}/{region}/{service}/aws4_request", &date[..8]);
-        let sts = canonical::string_to_sign(&date, &scope, &canonical);
-        assert_eq!(
-            sts,
-            read(&dir, "header-string-to-sign.txt"),
-            "{name}: string to sign"
-        );
-        let secret = SecretKey::new(ctx["credentials"]["secret_access_key"].as_str().unwrap());
-        let key = SigningKey::derive(&secret, &date[..8], region, service);
-        let sig = key.sign(sts.as_bytes());
-        assert_eq!(
-            sig.as_str(),
-            read(&dir, "header-signature.txt").trim(),
-            "{name}: signature"
-        );
+        let sig = check_string_to_sign_and_signature(&dir, &ctx, &date, &canonical, "header");
         assert_eq!(sig.as_str(), field(&authz, "Signature="), "{name}");
     }
 }
@@ -176,22 +189,7 @@ fn query_signing_vectors() {
             "{name}: canonical request"
         );
         let date = param("X-Amz-Date");
-        let region = ctx["region"].as_str().unwrap();
-        let service = ctx["service"].as_str().unwrap();
-        let scope = format!("{}/{region}/{service}/aws4_request", &date[..8]);
-        let sts = canonical::string_to_sign(&date, &scope, &canonical);
-        assert_eq!(
-            sts,
-            read(&dir, "query-string-to-sign.txt"),
-            "{name}: string to sign"
-        );
-        let secret = SecretKey::new(ctx["credentials"]["secret_access_key"].as_str().unwrap());
-        let sig = SigningKey::derive(&secret, &date[..8], region, service).sign(sts.as_bytes());
-        assert_eq!(
-            sig.as_str(),
-            read(&dir, "query-signature.txt").trim(),
-            "{name}: signature"
-        );
+        let sig = check_string_to_sign_and_signature(&dir, &ctx, &date, &canonical, "query");
         assert_eq!(sig.as_str(), param("X-Amz-Signature"), "{name}");
     }
     assert!(n >= 25, "only {n} query cases");

@@ -506,7 +506,7 @@ fn longest_suffix_wins_and_suffix_forms() {
     assert_eq!((r.bucket, r.addressing), (Some("bkt"), Addressing::Path));
     // No suffixes configured: always path style.
     let h = leak(vec![("host", "bkt.s3.example.com")]);
-    let r = parse(&RequestParts::new("GET", "/other/k", h), &[]).unwrap();
+    let r = parse::<&str>(&RequestParts::new("GET", "/other/k", h), &[]).unwrap();
     assert_eq!(r.bucket, Some("other"));
 }
 
