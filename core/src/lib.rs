@@ -11,6 +11,7 @@ pub mod credential;
 pub mod crypto;
 pub mod date;
 pub mod error;
+pub mod feed;
 pub mod gateway;
 pub mod http;
 pub mod limits;
