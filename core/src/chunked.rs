@@ -292,6 +292,27 @@ impl ChunkResigner {
         }
     }
 
+    /// The mode, both signing contexts, the declared decoded length and the
+    /// limits this re-signer was built with (whatever it has consumed since):
+    /// what [`handoff`] carries to a body-only re-signer.
+    pub fn parameters(
+        &self,
+    ) -> (
+        StreamingMode,
+        &ChunkSigner,
+        &ChunkSigner,
+        Option<u64>,
+        ChunkLimits,
+    ) {
+        (
+            self.mode,
+            &self.tenant,
+            &self.upstream,
+            self.decoded_length,
+            self.limits,
+        )
+    }
+
     /// Bytes fed so far: the absolute offset of the next byte.
     pub fn consumed(&self) -> u64 {
         self.consumed
@@ -726,6 +747,8 @@ pub fn resign_body(
     buffered.finish()?;
     Ok(out)
 }
+
+pub mod handoff;
 
 #[cfg(test)]
 mod tests;
