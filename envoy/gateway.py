@@ -1,15 +1,25 @@
 #!/usr/bin/env python3
 """Renders the Envoy gateway configuration (JSON, which Envoy reads as YAML).
 
-One listener on the gateway port running the bucketgate proxy-wasm filter on
-V8 (fail closed), one cluster per backend, routing by the cluster name the
-filter writes into x-bucketgate-cluster. Nothing alters what the tenant
+Two data planes (--mode):
+- wasm (default): the bucketgate proxy-wasm filter on V8 (fail closed) does
+  everything;
+- ext-authz: Envoy's ext_authz filter asks the bucketgate-authz gRPC service
+  (--authz HOST:PORT; fail closed: 503 when it is unreachable) and applies
+  its header mutations; the same wasm module, in its body-only mode, re-signs
+  signed aws-chunked bodies from the keys the check hands over in dynamic
+  metadata (it holds no secret).
+
+One listener on the gateway port, one cluster per backend, routing by the
+cluster name the filter (or the check) writes into x-bucketgate-cluster. Nothing alters what the tenant
 signed: no path normalisation, no slash merging, escaped slashes kept, no
 host rewrite (the filter sets the Host it signed for). The admin interface
 listens on loopback only. With --tls the listener terminates TLS with the
 given certificate (tests use a self-signed one).
 
     envoy/gateway.py --wasm F --plugin-config F --backend NAME=HOST:PORT ... > envoy.json
+    envoy/gateway.py --mode ext-authz --authz 127.0.0.1:9191 --wasm F \
+        --backend NAME=HOST:PORT ... > envoy.json
 """
 
 import argparse
@@ -17,12 +27,12 @@ import json
 import sys
 
 
-def render(args):
-    with open(args.plugin_config) as f:
-        plugin_config = f.read()
-    json.loads(plugin_config)  # fail early on a broken file
+EXT_AUTHZ_NS = "envoy.filters.http.ext_authz"
+AUTHZ_CLUSTER = "bucketgate_authz"
 
-    wasm_filter = {
+
+def wasm_filter(args, plugin_config):
+    return {
         "name": "envoy.filters.http.wasm",
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
@@ -42,27 +52,75 @@ def render(args):
             },
         },
     }
-    access_log = {
+
+
+def ext_authz_filter(args):
+    return {
+        "name": "envoy.filters.http.ext_authz",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
+            "transport_api_version": "V3",
+            "grpc_service": {
+                "envoy_grpc": {"cluster_name": AUTHZ_CLUSTER},
+                "timeout": args.authz_timeout,
+            },
+            # Fail closed: an unreachable or failing service answers 503.
+            "failure_mode_allow": False,
+            "status_on_error": {"code": 503},
+            # Repeated headers reach the check as separate values.
+            "encode_raw_headers": True,
+            # Re-match the route: the check picked the backend cluster.
+            "clear_route_cache": True,
+            # The check sets :path and :authority (routing headers); a
+            # mutation Envoy would refuse fails the request instead of being
+            # dropped silently.
+            "decoder_header_mutation_rules": {"allow_all_routing": True, "disallow_is_error": True},
+        },
+    }
+
+
+def audit_log(args, value, present):
+    return {
         "name": "envoy.access_loggers.file",
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
             "path": args.access_log,
-            "log_format": {
-                "text_format_source": {"inline_string": "%FILTER_STATE(wasm.bucketgate_audit:PLAIN)%\n"}
-            },
+            "log_format": {"text_format_source": {"inline_string": value + "\n"}},
         },
-        # Only requests the filter chose to audit (writes, denials, errors,
-        # sampled reads) carry the row.
+        # Only requests the data plane chose to audit (writes, denials,
+        # errors, sampled reads) carry the row.
         "filter": {
             "extension_filter": {
                 "name": "envoy.access_loggers.extension_filters.cel",
                 "typed_config": {
                     "@type": "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
-                    "expression": "'wasm.bucketgate_audit' in filter_state",
+                    "expression": present,
                 },
             }
         },
     }
+
+
+def render(args):
+    if args.mode == "wasm":
+        with open(args.plugin_config) as f:
+            plugin_config = f.read()
+        json.loads(plugin_config)  # fail early on a broken file
+        filters = [wasm_filter(args, plugin_config)]
+        access_log = audit_log(
+            args, "%FILTER_STATE(wasm.bucketgate_audit:PLAIN)%", "'wasm.bucketgate_audit' in filter_state"
+        )
+    else:
+        filters = [ext_authz_filter(args)]
+        if args.wasm:
+            # Body-only re-signer for signed aws-chunked uploads.
+            filters.append(wasm_filter(args, json.dumps({"mode": "body-resigner"})))
+        access_log = audit_log(
+            args,
+            f"%DYNAMIC_METADATA({EXT_AUTHZ_NS}:audit)%",
+            f"'{EXT_AUTHZ_NS}' in metadata.filter_metadata"
+            f" && 'audit' in metadata.filter_metadata['{EXT_AUTHZ_NS}']",
+        )
     hcm = {
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "bucketgate",
@@ -92,8 +150,8 @@ def render(args):
                 }
             ],
         },
-        "http_filters": [
-            wasm_filter,
+        "http_filters": filters
+        + [
             {
                 "name": "envoy.filters.http.router",
                 "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
@@ -121,24 +179,16 @@ def render(args):
     clusters = []
     for spec in args.backend:
         name, _, addr = spec.partition("=")
-        host, _, port = addr.rpartition(":")
-        clusters.append(
-            {
-                "name": name,
-                "type": "STATIC",
-                "connect_timeout": "2s",
-                "load_assignment": {
-                    "cluster_name": name,
-                    "endpoints": [
-                        {
-                            "lb_endpoints": [
-                                {"endpoint": {"address": {"socket_address": {"address": host, "port_value": int(port)}}}}
-                            ]
-                        }
-                    ],
-                },
+        clusters.append(static_cluster(name, addr, "2s"))
+    if args.mode == "ext-authz":
+        authz = static_cluster(AUTHZ_CLUSTER, args.authz, "0.25s")
+        authz["typed_extension_protocol_options"] = {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}},
             }
-        )
+        }
+        clusters.append(authz)
     return {
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": args.admin_port}}},
         "static_resources": {
@@ -155,10 +205,28 @@ def render(args):
     }
 
 
+def static_cluster(name, addr, connect_timeout):
+    host, _, port = addr.rpartition(":")
+    return {
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": connect_timeout,
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [
+                {"lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": host, "port_value": int(port)}}}}]}
+            ],
+        },
+    }
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--wasm", required=True)
-    p.add_argument("--plugin-config", required=True, help="JSON file with the filter configuration")
+    p.add_argument("--mode", choices=["wasm", "ext-authz"], default="wasm")
+    p.add_argument("--wasm", help="the filter module (ext-authz mode: body-only re-signer for aws-chunked uploads)")
+    p.add_argument("--plugin-config", help="JSON file with the filter configuration (wasm mode)")
+    p.add_argument("--authz", help="HOST:PORT of the bucketgate-authz ext_authz gRPC service (ext-authz mode)")
+    p.add_argument("--authz-timeout", default="0.5s", help="ext_authz gRPC timeout (ext-authz mode)")
     p.add_argument("--backend", action="append", default=[], help="CLUSTER=HOST:PORT (repeatable)")
     p.add_argument("--listen", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8090)
@@ -167,6 +235,10 @@ def main():
     p.add_argument("--tls-cert")
     p.add_argument("--tls-key")
     args = p.parse_args()
+    if args.mode == "wasm" and not (args.wasm and args.plugin_config):
+        p.error("--mode wasm needs --wasm and --plugin-config")
+    if args.mode == "ext-authz" and not args.authz:
+        p.error("--mode ext-authz needs --authz")
     if bool(args.tls_cert) != bool(args.tls_key):
         p.error("--tls-cert and --tls-key go together")
     json.dump(render(args), sys.stdout, indent=1)

@@ -5,6 +5,9 @@
 //!   ([`broker::SnapshotHandle`]), fed by the SQLite store and the
 //!   Kubernetes reflector.
 //! - `metrics`: the one Prometheus registry served at `/metrics`.
+//! - `ext_authz`: the Envoy ext_authz gRPC data plane over
+//!   `bucketgate_core::gateway` (reads the snapshot, writes check metrics).
 
 pub mod broker;
+pub mod ext_authz;
 pub mod metrics;

@@ -1,0 +1,86 @@
+//! The Envoy ext_authz v3 gRPC data plane
+//! (<https://www.envoyproxy.io/docs/envoy/v1.40.0/api-v3/service/auth/v3/external_auth.proto>).
+//!
+//! Like the WASM filter, this is a thin adapter over
+//! `bucketgate_core::gateway::Gateway::handle`: [`check`] turns Envoy's
+//! `CheckRequest` into the core's `RequestParts` and the core's `Outcome`
+//! into a `CheckResponse`:
+//! - Forward → `OkHttpResponse` header mutations: the re-signed
+//!   `Authorization`, `x-amz-date`, `x-amz-content-sha256`, the new `:path`
+//!   (presigned requests lose their `X-Amz-*` parameters by a `:path`
+//!   rewrite: Envoy's query mutations re-sort the query and reject `%`), the
+//!   `:authority` the backend's signature covers (no route host rewrite, which
+//!   would run after the check) and `x-bucketgate-cluster`, the backend's
+//!   cluster, for the route's `cluster_header` (Envoy re-matches the route:
+//!   `clear_route_cache`);
+//! - Deny → `DeniedHttpResponse` carrying the S3 XML error, status and
+//!   `Retry-After`; ListBuckets → the same with status 200 and the
+//!   ListAllMyBucketsResult (the upstream is never asked);
+//! - signed streaming uploads → the chunk re-signing context (date-scoped
+//!   derived keys, never a secret) as dynamic metadata `chunks` for the WASM
+//!   filter's body-only mode, which re-signs the body in stream;
+//! - the audit row → dynamic metadata `audit`, written by the access log.
+//!
+//! One service process: the rate limiter is an in-process
+//! `core::limits::RateLimiter` behind a mutex, credentials come from the
+//! broker's [`SnapshotHandle`], upstream admin keys from an [`AdminSource`]
+//! (default: the static ones in the [`Config`]).
+
+mod check;
+pub mod config;
+mod service;
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use tokio::net::TcpListener;
+
+pub use check::{AUDIT_METADATA, CHUNKS_METADATA, CLUSTER_HEADER};
+pub use config::Config;
+pub use service::{AdminSource, Clock, Service, SystemClock};
+
+use crate::broker::SnapshotHandle;
+use crate::metrics::Metrics;
+
+/// What can go wrong running the ext_authz service (never per request:
+/// every request failure is an S3 error answered to the client).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid ext_authz configuration: {0}")]
+    Config(String),
+    #[error("cannot listen for ext_authz: {0}")]
+    Listen(#[source] std::io::Error),
+    #[error("ext_authz gRPC server failed: {0}")]
+    Serve(#[source] tonic::transport::Error),
+}
+
+/// Serves ext_authz on `addr` until `shutdown` resolves, with the static
+/// admin credentials of `config`.
+pub async fn serve(
+    addr: SocketAddr,
+    config: Config,
+    snapshot: SnapshotHandle,
+    metrics: Metrics,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Error> {
+    let listener = TcpListener::bind(addr).await.map_err(Error::Listen)?;
+    serve_on(listener, Service::new(config, snapshot, metrics), shutdown).await
+}
+
+/// Serves `service` on an already bound listener (tests bind port 0; the
+/// broker passes a service built `with_admin` its credential handle).
+pub async fn serve_on(
+    listener: TcpListener,
+    service: Service,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Error> {
+    let sweeper = tokio::spawn(service.clone().sweep_forever());
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let result = tonic::transport::Server::builder()
+        .add_service(service.into_server())
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+        .map_err(Error::Serve);
+    sweeper.abort();
+    result
+}

@@ -1,0 +1,413 @@
+//! Envoy's `CheckRequest` ⇄ the core: the borrowed request head in,
+//! the `CheckResponse` out. Pure (no clock, no state), so every mapping is
+//! tested without a socket.
+
+use bucketgate_core::DenyReason;
+use bucketgate_core::gateway::{Action, Forward};
+use envoy_types::ext_authz::v3::pb::{
+    CheckRequest, CheckResponse, DeniedHttpResponse, HeaderAppendAction, HeaderValue,
+    HeaderValueOption, HttpResponse, HttpStatus, OkHttpResponse,
+};
+use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
+use envoy_types::pb::google::rpc;
+
+/// The header the route's `cluster_header` reads (the WASM filter's too).
+pub const CLUSTER_HEADER: &str = "x-bucketgate-cluster";
+/// Dynamic metadata (namespace `envoy.filters.http.ext_authz`) holding the
+/// audit row, as a JSON string, when the request is audited.
+pub const AUDIT_METADATA: &str = "audit";
+/// Dynamic metadata holding the chunk re-signing hand-off
+/// (`bucketgate_core::chunked::handoff`) for signed streaming uploads.
+pub const CHUNKS_METADATA: &str = "chunks";
+
+const GRPC_OK: i32 = 0;
+const GRPC_PERMISSION_DENIED: i32 = 7;
+
+/// The request head as the core wants it, borrowed from the `CheckRequest`.
+#[derive(Debug)]
+pub(crate) struct Head<'r> {
+    pub method: &'r str,
+    /// Path and query exactly as received.
+    pub target: &'r str,
+    /// Lower-case names; pseudo-headers dropped except `:authority`.
+    pub headers: Vec<(&'r str, &'r str)>,
+    pub source_ip: Option<&'r str>,
+    pub request_id: &'r str,
+}
+
+impl<'r> Head<'r> {
+    pub fn from_check(req: &'r CheckRequest) -> Result<Self, DenyReason> {
+        let attrs = req.attributes.as_ref().ok_or(DenyReason::InternalError(
+            "check request without attributes",
+        ))?;
+        let http = attrs.request.as_ref().and_then(|r| r.http.as_ref()).ok_or(
+            DenyReason::InternalError("check request without HTTP attributes"),
+        )?;
+        let mut headers: Vec<(&str, &str)> = Vec::with_capacity(
+            http.headers.len() + http.header_map.as_ref().map_or(0, |m| m.headers.len()),
+        );
+        // With `encode_raw_headers` every value arrives separately (repeated
+        // headers stay repeated, as the filter sees them); otherwise Envoy
+        // joined repeated values with ",", which SigV4 does too.
+        if let Some(map) = &http.header_map {
+            for h in &map.headers {
+                let value = if h.raw_value.is_empty() {
+                    h.value.as_str()
+                } else {
+                    std::str::from_utf8(&h.raw_value).map_err(|_| {
+                        DenyReason::InvalidRequest("header values must be UTF-8".into())
+                    })?
+                };
+                headers.push((h.key.as_str(), value));
+            }
+        }
+        headers.extend(http.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        headers.retain(|(k, _)| !k.starts_with(':') || *k == ":authority");
+        if !headers.iter().any(|(k, _)| *k == ":authority") && !http.host.is_empty() {
+            headers.push((":authority", http.host.as_str()));
+        }
+        let source_ip = attrs
+            .source
+            .as_ref()
+            .and_then(|p| p.address.as_ref())
+            .and_then(|a| match &a.address {
+                Some(
+                    envoy_types::pb::envoy::config::core::v3::address::Address::SocketAddress(s),
+                ) => Some(s.address.as_str()),
+                _ => None,
+            });
+        let request_id = headers
+            .iter()
+            .find(|(k, _)| *k == "x-request-id")
+            .map_or(http.id.as_str(), |(_, v)| v);
+        Ok(Self {
+            method: http.method.as_str(),
+            target: http.path.as_str(),
+            headers,
+            source_ip,
+            request_id: if request_id.is_empty() {
+                "bucketgate"
+            } else {
+                request_id
+            },
+        })
+    }
+
+    /// The raw path, for the `<Resource>` of S3 errors.
+    pub fn resource(&self) -> &'r str {
+        bucketgate_core::query::split_target(self.target).0
+    }
+}
+
+fn header(key: &str, value: impl Into<String>) -> HeaderValueOption {
+    HeaderValueOption {
+        header: Some(HeaderValue {
+            key: key.to_owned(),
+            value: value.into(),
+            ..HeaderValue::default()
+        }),
+        // Replace what the tenant sent (the default appends).
+        append_action: HeaderAppendAction::OverwriteIfExistsOrAdd as i32,
+        ..HeaderValueOption::default()
+    }
+}
+
+fn string_value(s: impl Into<String>) -> Value {
+    Value {
+        kind: Some(Kind::StringValue(s.into())),
+    }
+}
+
+/// Dynamic metadata for the response.
+#[derive(Debug, Default)]
+pub(crate) struct Metadata {
+    pub audit: Option<String>,
+    pub chunks: Option<zeroize::Zeroizing<String>>,
+}
+
+impl Metadata {
+    fn into_struct(self) -> Option<Struct> {
+        let mut fields = std::collections::HashMap::new();
+        if let Some(a) = self.audit {
+            fields.insert(AUDIT_METADATA.to_owned(), string_value(a));
+        }
+        if let Some(c) = self.chunks {
+            fields.insert(CHUNKS_METADATA.to_owned(), string_value(c.as_str()));
+        }
+        (!fields.is_empty()).then_some(Struct { fields })
+    }
+}
+
+fn denied(
+    status: u16,
+    headers: Vec<HeaderValueOption>,
+    body: String,
+    metadata: Metadata,
+) -> CheckResponse {
+    CheckResponse {
+        status: Some(rpc::Status {
+            code: GRPC_PERMISSION_DENIED,
+            ..rpc::Status::default()
+        }),
+        dynamic_metadata: metadata.into_struct(),
+        http_response: Some(HttpResponse::DeniedResponse(DeniedHttpResponse {
+            status: Some(HttpStatus {
+                code: i32::from(status),
+            }),
+            headers,
+            body,
+        })),
+    }
+}
+
+/// The S3 error the client gets.
+pub(crate) fn deny(
+    reason: &DenyReason,
+    head: Option<&Head<'_>>,
+    metadata: Metadata,
+) -> CheckResponse {
+    let (method, resource, request_id) = head.map_or(("GET", "", "bucketgate"), |h| {
+        (h.method, h.resource(), h.request_id)
+    });
+    let r = reason.render(method, resource, request_id);
+    let mut headers = vec![
+        header("content-type", "application/xml"),
+        header("x-amz-request-id", request_id),
+    ];
+    if let Some(secs) = r.retry_after {
+        headers.push(header("retry-after", secs.to_string()));
+    }
+    denied(r.status, headers, r.body, metadata)
+}
+
+/// The whole answer for an outcome of `Gateway::handle`.
+pub(crate) fn respond(
+    action: Action,
+    head: &Head<'_>,
+    clusters: &[String],
+    mut metadata: Metadata,
+) -> CheckResponse {
+    match action {
+        Action::Deny(reason) => deny(&reason, Some(head), metadata),
+        Action::ListBuckets(xml) => denied(
+            200,
+            vec![
+                header("content-type", "application/xml"),
+                header("x-amz-request-id", head.request_id),
+            ],
+            xml,
+            metadata,
+        ),
+        Action::Forward(f) => {
+            let Some(cluster) = clusters.get(f.backend) else {
+                return deny(
+                    &DenyReason::InternalError("backend without cluster"),
+                    Some(head),
+                    metadata,
+                );
+            };
+            let Forward {
+                resigned, chunks, ..
+            } = *f;
+            metadata.chunks = chunks
+                .as_ref()
+                .map(bucketgate_core::chunked::handoff::encode);
+            let mut headers: Vec<HeaderValueOption> = resigned
+                .set_headers
+                .iter()
+                .map(|(name, value)| header(name, value.as_str()))
+                .collect();
+            headers.push(header(":path", resigned.path));
+            headers.push(header(":authority", resigned.host));
+            headers.push(header(CLUSTER_HEADER, cluster.as_str()));
+            CheckResponse {
+                status: Some(rpc::Status {
+                    code: GRPC_OK,
+                    ..rpc::Status::default()
+                }),
+                dynamic_metadata: metadata.into_struct(),
+                http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
+                    headers,
+                    headers_to_remove: resigned.remove_headers,
+                    ..OkHttpResponse::default()
+                })),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use envoy_types::pb::envoy::config::core::v3::{Address, HeaderMap, SocketAddress, address};
+    use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
+    use envoy_types::pb::envoy::service::auth::v3::attribute_context::{
+        HttpRequest, Peer, Request,
+    };
+
+    fn check(http: HttpRequest) -> CheckRequest {
+        CheckRequest {
+            attributes: Some(AttributeContext {
+                source: Some(Peer {
+                    address: Some(Address {
+                        address: Some(address::Address::SocketAddress(SocketAddress {
+                            address: "10.1.2.3".into(),
+                            ..SocketAddress::default()
+                        })),
+                    }),
+                    ..Peer::default()
+                }),
+                request: Some(Request {
+                    http: Some(http),
+                    ..Request::default()
+                }),
+                ..AttributeContext::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn head_from_a_headers_map() {
+        let req = check(HttpRequest {
+            method: "GET".into(),
+            path: "/b/k%2F?x=1".into(),
+            host: "gw:8090".into(),
+            id: "42".into(),
+            headers: [
+                (":method", "GET"),
+                (":path", "/b/k%2F?x=1"),
+                (":authority", "gw:8090"),
+                ("x-amz-date", "20240101T000000Z"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+            ..HttpRequest::default()
+        });
+        let head = Head::from_check(&req).unwrap();
+        assert_eq!((head.method, head.target), ("GET", "/b/k%2F?x=1"));
+        assert_eq!(head.resource(), "/b/k%2F");
+        assert_eq!(head.source_ip, Some("10.1.2.3"));
+        assert_eq!(head.request_id, "42");
+        let mut h = head.headers.clone();
+        h.sort();
+        assert_eq!(
+            h,
+            vec![
+                (":authority", "gw:8090"),
+                ("x-amz-date", "20240101T000000Z")
+            ]
+        );
+    }
+
+    #[test]
+    fn head_from_raw_headers_keeps_repeats_and_adds_authority() {
+        let raw = |k: &str, v: &str| HeaderValue {
+            key: k.into(),
+            raw_value: v.as_bytes().to_vec(),
+            ..HeaderValue::default()
+        };
+        let req = check(HttpRequest {
+            method: "PUT".into(),
+            path: "/b/k".into(),
+            host: "gw".into(),
+            header_map: Some(HeaderMap {
+                headers: vec![
+                    raw("x-amz-meta-a", "1"),
+                    raw("x-amz-meta-a", "2"),
+                    raw("x-request-id", "rid"),
+                ],
+            }),
+            ..HttpRequest::default()
+        });
+        let head = Head::from_check(&req).unwrap();
+        assert_eq!(
+            head.headers,
+            vec![
+                ("x-amz-meta-a", "1"),
+                ("x-amz-meta-a", "2"),
+                ("x-request-id", "rid"),
+                (":authority", "gw")
+            ]
+        );
+        assert_eq!(head.request_id, "rid");
+
+        let bad = check(HttpRequest {
+            header_map: Some(HeaderMap {
+                headers: vec![HeaderValue {
+                    key: "x".into(),
+                    raw_value: vec![0xff],
+                    ..HeaderValue::default()
+                }],
+            }),
+            ..HttpRequest::default()
+        });
+        assert_eq!(Head::from_check(&bad).unwrap_err().status(), 400);
+        assert_eq!(
+            Head::from_check(&CheckRequest::default())
+                .unwrap_err()
+                .status(),
+            500
+        );
+    }
+
+    #[test]
+    fn denials_carry_the_s3_error_and_retry_after() {
+        let reason = DenyReason::SlowDown {
+            limit: bucketgate_core::error::RateLimit::PerKey,
+            retry_after_secs: 3,
+        };
+        let r = deny(
+            &reason,
+            None,
+            Metadata {
+                audit: Some("{}".into()),
+                chunks: None,
+            },
+        );
+        assert_eq!(r.status.unwrap().code, GRPC_PERMISSION_DENIED);
+        assert!(
+            r.dynamic_metadata
+                .unwrap()
+                .fields
+                .contains_key(AUDIT_METADATA)
+        );
+        let Some(HttpResponse::DeniedResponse(d)) = r.http_response else {
+            panic!("not denied")
+        };
+        assert_eq!(d.status.unwrap().code, 429);
+        assert!(d.body.contains("<Code>SlowDown</Code>"), "{}", d.body);
+        let names: Vec<_> = d
+            .headers
+            .iter()
+            .map(|h| h.header.as_ref().unwrap().key.as_str())
+            .collect();
+        assert_eq!(names, ["content-type", "x-amz-request-id", "retry-after"]);
+        assert!(
+            d.headers
+                .iter()
+                .all(|h| h.append_action == HeaderAppendAction::OverwriteIfExistsOrAdd as i32)
+        );
+    }
+
+    #[test]
+    fn list_buckets_is_a_200_answer_and_no_metadata_means_none() {
+        let req = check(HttpRequest {
+            method: "GET".into(),
+            path: "/".into(),
+            ..HttpRequest::default()
+        });
+        let head = Head::from_check(&req).unwrap();
+        let r = respond(
+            Action::ListBuckets("<x/>".into()),
+            &head,
+            &[],
+            Metadata::default(),
+        );
+        assert!(r.dynamic_metadata.is_none());
+        let Some(HttpResponse::DeniedResponse(d)) = r.http_response else {
+            panic!("not a local answer")
+        };
+        assert_eq!((d.status.unwrap().code, d.body.as_str()), (200, "<x/>"));
+    }
+}
