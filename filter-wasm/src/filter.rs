@@ -59,6 +59,8 @@ impl Metrics {
 }
 
 pub struct Root {
+    /// `{"mode": "body-resigner"}`: only re-sign bodies (ext_authz mode).
+    body_only: bool,
     config: Option<Rc<Config>>,
     cache: Rc<KeyCache>,
     metrics: Rc<Metrics>,
@@ -67,6 +69,7 @@ pub struct Root {
 impl Default for Root {
     fn default() -> Self {
         Self {
+            body_only: false,
             config: None,
             cache: Rc::new(KeyCache::default()),
             metrics: Rc::new(Metrics::default()),
@@ -85,6 +88,18 @@ impl RootContext for Root {
                 return false;
             }
         };
+        match crate::body_only::is_body_only(&raw) {
+            Ok(true) => {
+                log::info!("bucketgate: body-only re-signer for ext_authz");
+                self.body_only = true;
+                return true;
+            }
+            Ok(false) => {}
+            Err(e) => {
+                log::error!("bucketgate: invalid plugin configuration: {e}");
+                return false;
+            }
+        }
         match config::parse(&raw) {
             Ok(c) => {
                 log::info!(
@@ -103,6 +118,9 @@ impl RootContext for Root {
     }
 
     fn create_http_context(&self, _id: u32) -> Option<Box<dyn HttpContext>> {
+        if self.body_only {
+            return Some(Box::new(crate::body_only::BodyOnly::default()));
+        }
         Some(Box::new(Filter {
             config: self.config.clone(),
             cache: self.cache.clone(),

@@ -4,6 +4,7 @@
 //! admin credentials. All decisions are `bucketgate_core::gateway`; this
 //! crate only adapts Envoy's request to it. Built for `wasm32-wasip1`.
 
+pub mod body_only;
 pub mod config;
 
 #[cfg(target_arch = "wasm32")]
