@@ -6,8 +6,9 @@ V8 (fail closed), one cluster per backend, routing by the cluster name the
 filter writes into x-bucketgate-cluster. Nothing alters what the tenant
 signed: no path normalisation, no slash merging, escaped slashes kept, no
 host rewrite (the filter sets the Host it signed for). The admin interface
-listens on loopback only. With --tls the listener terminates TLS with the
-given certificate (tests use a self-signed one).
+listens on loopback only. With --tls-cert/--tls-key the listener terminates
+TLS with the given certificate (tests use a self-signed one); adding
+--tls-port keeps plain HTTP on --port and serves TLS on --tls-port too.
 
     envoy/gateway.py --wasm F --plugin-config F --backend NAME=HOST:PORT ... > envoy.json
 """
@@ -103,8 +104,10 @@ def render(args):
     filter_chain = {
         "filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]
     }
+    tls_chain = None
     if args.tls_cert:
-        filter_chain["transport_socket"] = {
+        tls_chain = dict(filter_chain)
+        tls_chain["transport_socket"] = {
             "name": "envoy.transport_sockets.tls",
             "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
@@ -139,17 +142,23 @@ def render(args):
                 },
             }
         )
+    def listener(name, port, chain):
+        return {
+            "name": name,
+            "address": {"socket_address": {"address": args.listen, "port_value": port}},
+            "per_connection_buffer_limit_bytes": 4 * 1024 * 1024,
+            "filter_chains": [chain],
+        }
+
+    if tls_chain is not None and args.tls_port:
+        # Plain HTTP on --port and TLS on --tls-port, one filter chain config.
+        listeners = [listener("s3", args.port, filter_chain), listener("s3_tls", args.tls_port, tls_chain)]
+    else:
+        listeners = [listener("s3", args.port, tls_chain or filter_chain)]
     return {
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": args.admin_port}}},
         "static_resources": {
-            "listeners": [
-                {
-                    "name": "s3",
-                    "address": {"socket_address": {"address": args.listen, "port_value": args.port}},
-                    "per_connection_buffer_limit_bytes": 4 * 1024 * 1024,
-                    "filter_chains": [filter_chain],
-                }
-            ],
+            "listeners": listeners,
             "clusters": clusters,
         },
     }
@@ -166,9 +175,12 @@ def main():
     p.add_argument("--access-log", default="/dev/stdout")
     p.add_argument("--tls-cert")
     p.add_argument("--tls-key")
+    p.add_argument("--tls-port", type=int, help="serve TLS on this port as well as plain HTTP on --port")
     args = p.parse_args()
     if bool(args.tls_cert) != bool(args.tls_key):
         p.error("--tls-cert and --tls-key go together")
+    if args.tls_port and not args.tls_cert:
+        p.error("--tls-port needs --tls-cert and --tls-key")
     json.dump(render(args), sys.stdout, indent=1)
     sys.stdout.write("\n")
 
