@@ -16,10 +16,12 @@ test: setup-rust lint
 	$(CARGO) test --workspace
 	$(MAKE) check-wasm check-fuzz e2e
 
-# End-to-end: real Envoy + the filter + s3s-fs + boto3.
+# End-to-end: real Envoy + the filter + s3s-fs + boto3, awscli v2 and the
+# AWS SDK for Rust.
 e2e: wasm
 	@scripts/setup.sh python
 	@scripts/setup.sh s3s
+	@scripts/setup.sh awscli
 	$(CARGO) build -p bucketgate-testclient
 	$(VENV)/bin/python -m pytest tests/e2e -q
 

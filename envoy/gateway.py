@@ -11,11 +11,13 @@ Two data planes (--mode):
   metadata (it holds no secret).
 
 One listener on the gateway port, one cluster per backend, routing by the
-cluster name the filter (or the check) writes into x-bucketgate-cluster. Nothing alters what the tenant
-signed: no path normalisation, no slash merging, escaped slashes kept, no
-host rewrite (the filter sets the Host it signed for). The admin interface
-listens on loopback only. With --tls the listener terminates TLS with the
-given certificate (tests use a self-signed one).
+cluster name the filter (or the check) writes into x-bucketgate-cluster.
+Nothing alters what the tenant signed: no path normalisation, no slash
+merging, escaped slashes kept, no host rewrite (the filter or the check sets
+the Host it signed for). The admin interface
+listens on loopback only. With --tls-cert/--tls-key the listener terminates
+TLS with the given certificate (tests use a self-signed one); adding
+--tls-port keeps plain HTTP on --port and serves TLS on --tls-port too.
 
     envoy/gateway.py --wasm F --plugin-config F --backend NAME=HOST:PORT ... > envoy.json
     envoy/gateway.py --mode ext-authz --authz 127.0.0.1:9191 --wasm F \
@@ -161,8 +163,10 @@ def render(args):
     filter_chain = {
         "filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]
     }
+    tls_chain = None
     if args.tls_cert:
-        filter_chain["transport_socket"] = {
+        tls_chain = dict(filter_chain)
+        tls_chain["transport_socket"] = {
             "name": "envoy.transport_sockets.tls",
             "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
@@ -189,17 +193,24 @@ def render(args):
             }
         }
         clusters.append(authz)
+
+    def listener(name, port, chain):
+        return {
+            "name": name,
+            "address": {"socket_address": {"address": args.listen, "port_value": port}},
+            "per_connection_buffer_limit_bytes": 4 * 1024 * 1024,
+            "filter_chains": [chain],
+        }
+
+    if tls_chain is not None and args.tls_port:
+        # Plain HTTP on --port and TLS on --tls-port, one filter chain config.
+        listeners = [listener("s3", args.port, filter_chain), listener("s3_tls", args.tls_port, tls_chain)]
+    else:
+        listeners = [listener("s3", args.port, tls_chain or filter_chain)]
     return {
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": args.admin_port}}},
         "static_resources": {
-            "listeners": [
-                {
-                    "name": "s3",
-                    "address": {"socket_address": {"address": args.listen, "port_value": args.port}},
-                    "per_connection_buffer_limit_bytes": 4 * 1024 * 1024,
-                    "filter_chains": [filter_chain],
-                }
-            ],
+            "listeners": listeners,
             "clusters": clusters,
         },
     }
@@ -234,6 +245,7 @@ def main():
     p.add_argument("--access-log", default="/dev/stdout")
     p.add_argument("--tls-cert")
     p.add_argument("--tls-key")
+    p.add_argument("--tls-port", type=int, help="serve TLS on this port as well as plain HTTP on --port")
     args = p.parse_args()
     if args.mode == "wasm" and not (args.wasm and args.plugin_config):
         p.error("--mode wasm needs --wasm and --plugin-config")
@@ -241,6 +253,8 @@ def main():
         p.error("--mode ext-authz needs --authz")
     if bool(args.tls_cert) != bool(args.tls_key):
         p.error("--tls-cert and --tls-key go together")
+    if args.tls_port and not args.tls_cert:
+        p.error("--tls-port needs --tls-cert and --tls-key")
     json.dump(render(args), sys.stdout, indent=1)
     sys.stdout.write("\n")
 

@@ -56,15 +56,29 @@ def wait_for(url, seconds=15):
     raise RuntimeError(f"{url} did not come up")
 
 
+def self_signed_cert(work):
+    """A throwaway certificate for 127.0.0.1/localhost (the TLS listener)."""
+    cert, key = work / "tls.crt", work / "tls.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )
+    return cert, key
+
+
 class Gateway:
-    def __init__(self, endpoint, admin, access_log, upstream, data):
+    def __init__(self, endpoint, admin, access_log, upstream, data, tls_endpoint=None, ca=None):
         self.endpoint = endpoint
+        self.tls_endpoint = tls_endpoint
+        self.ca = ca
         self.admin = admin
         self.access_log = access_log
         self.upstream = upstream
         self.data = data
 
-    def client(self, key="AKIATENANTALPHA00001", secret=None, addressing="path", payload_signing=None, **config):
+    def client(self, key="AKIATENANTALPHA00001", secret=None, addressing="path", payload_signing=None, tls=False,
+               **config):
         secret = secret if secret is not None else TENANTS[key][0]
         s3 = {"addressing_style": addressing}
         if payload_signing is not None:
@@ -72,11 +86,12 @@ class Gateway:
         cfg = Config(s3=s3, retries={"max_attempts": 1, "mode": "standard"}, **config)
         return boto3.client(
             "s3",
-            endpoint_url=self.endpoint,
+            endpoint_url=self.tls_endpoint if tls else self.endpoint,
             aws_access_key_id=key,
             aws_secret_access_key=secret,
             region_name=REGION,
             config=cfg,
+            verify=str(self.ca) if tls else None,
         )
 
     def upstream_client(self):
@@ -110,7 +125,8 @@ def gateway(tmp_path_factory):
     data = work / "data"
     for b in BUCKETS:
         (data / b).mkdir(parents=True)
-    s3_port, gw_port, admin_port = free_port(), free_port(), free_port()
+    s3_port, gw_port, tls_port, admin_port = free_port(), free_port(), free_port(), free_port()
+    cert, key = self_signed_cert(work)
     procs = []
     s3s = subprocess.Popen(
         [str(S3S_FS), "--host", "127.0.0.1", "--port", str(s3_port), "--access-key", ADMIN_KEY,
@@ -137,7 +153,7 @@ def gateway(tmp_path_factory):
     cfg = subprocess.run(
         ["python3", str(ROOT / "envoy/gateway.py"), "--wasm", str(WASM), "--plugin-config", str(work / "plugin.json"),
          "--backend", f"backend_local=127.0.0.1:{s3_port}", "--port", str(gw_port), "--admin-port", str(admin_port),
-         "--access-log", str(access_log)],
+         "--access-log", str(access_log), "--tls-cert", str(cert), "--tls-key", str(key), "--tls-port", str(tls_port)],
         check=True, capture_output=True, text=True,
     ).stdout
     (work / "envoy.json").write_text(cfg)
@@ -151,7 +167,7 @@ def gateway(tmp_path_factory):
         wait_for(f"http://127.0.0.1:{s3_port}/")
         wait_for(f"http://127.0.0.1:{admin_port}/ready")
         yield Gateway(f"http://127.0.0.1:{gw_port}", f"http://127.0.0.1:{admin_port}", access_log,
-                      f"http://127.0.0.1:{s3_port}", data)
+                      f"http://127.0.0.1:{s3_port}", data, tls_endpoint=f"https://127.0.0.1:{tls_port}", ca=cert)
     finally:
         for p in procs:
             p.terminate()
