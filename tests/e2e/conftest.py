@@ -1,6 +1,10 @@
 """End-to-end harness: a real s3s-fs upstream (it verifies SigV4 under its own
 admin key, so a re-signing bug fails a test) behind a real Envoy 1.40 running
-the bucketgate wasm filter. Everything listens on 127.0.0.1 only."""
+either data plane: the bucketgate wasm filter (`wasm`) or Envoy's ext_authz
+filter calling the bucketgate-authz gRPC service, with the wasm module in its
+body-only mode for aws-chunked bodies (`ext-authz`). The `gateway` fixture is
+parametrised over both modes, so every end-to-end test runs against each.
+Everything listens on 127.0.0.1 only."""
 
 import json
 import os
@@ -21,6 +25,9 @@ S3S_FS = CACHE / "tools/bin/s3s-fs"
 WASM = ROOT / "target/wasm32-wasip1/release/bucketgate_filter_wasm.wasm"
 # Signed aws-chunked uploads built with aws-sigv4 (tests/client).
 CLIENT = ROOT / "target/debug/bucketgate-testclient"
+# The ext_authz service (its temporary static `serve`, credentials from a file).
+AUTHZ = ROOT / "target/debug/bucketgate-authz"
+MODES = ["wasm", "ext-authz"]
 
 ADMIN_KEY, ADMIN_SECRET = "BUCKETGATEADMIN", "admin-secret-upstream-only"
 REGION = "us-east-1"
@@ -67,8 +74,23 @@ def self_signed_cert(work):
     return cert, key
 
 
+def wait_for_port(port, seconds=15):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"127.0.0.1:{port} did not come up")
+
+
 class Gateway:
-    def __init__(self, endpoint, admin, access_log, upstream, data, tls_endpoint=None, ca=None):
+    def __init__(self, endpoint, admin, access_log, upstream, data, tls_endpoint=None, ca=None, mode="wasm",
+                 metrics_url=None, procs=None):
+        self.mode = mode
+        self.metrics_url = metrics_url
+        self.procs = procs or {}
         self.endpoint = endpoint
         self.tls_endpoint = tls_endpoint
         self.ca = ca
@@ -104,6 +126,11 @@ class Gateway:
             config=Config(s3={"addressing_style": "path"}),
         )
 
+    def metrics(self):
+        """The data plane's Prometheus text: Envoy's stats for the filter,
+        the authz service's /metrics for ext_authz."""
+        return requests.get(self.metrics_url, timeout=5).text
+
     def audit_rows(self, until, seconds=10):
         """Audit rows once `until(rows)` holds (the access log is flushed
         asynchronously); the rows as they are when the time is up."""
@@ -116,63 +143,119 @@ class Gateway:
             time.sleep(0.2)
 
 
-@pytest.fixture(scope="session")
-def gateway(tmp_path_factory):
-    for path in (ENVOY, S3S_FS, WASM, CLIENT):
+def rfc3339_to_unix(value):
+    import datetime
+
+    return int(datetime.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp())
+
+
+def launch(work, mode, start_authz=True, envoy_config=None):
+    """Starts s3s-fs, (for ext-authz) bucketgate-authz and Envoy under `work`;
+    returns the Gateway (its `procs` by name). `envoy_config(cfg)` may edit
+    the rendered Envoy config (fault tests). The caller stops `procs`."""
+    needed = [ENVOY, S3S_FS, WASM, CLIENT] + ([AUTHZ] if mode == "ext-authz" else [])
+    for path in needed:
         if not path.exists():
             pytest.fail(f"{path} is missing: run `make test` (it installs and builds everything)")
-    work = tmp_path_factory.mktemp("gateway")
     data = work / "data"
     for b in BUCKETS:
         (data / b).mkdir(parents=True)
     s3_port, gw_port, tls_port, admin_port = free_port(), free_port(), free_port(), free_port()
     cert, key = self_signed_cert(work)
-    procs = []
-    s3s = subprocess.Popen(
+    procs = {}
+    procs["s3s"] = subprocess.Popen(
         [str(S3S_FS), "--host", "127.0.0.1", "--port", str(s3_port), "--access-key", ADMIN_KEY,
          "--secret-key", ADMIN_SECRET, str(data)],
         stdout=open(work / "s3s.log", "w"), stderr=subprocess.STDOUT,
     )
-    procs.append(s3s)
-    plugin = {
+    backend = {"name": "local", "cluster": "backend_local", "host": f"127.0.0.1:{s3_port}", "region": REGION,
+               "addressing": "path"}
+    settings = {
         "region": REGION,
         "host_suffixes": [HOST_SUFFIX],
         "s3_proxy": {"global_rps": 0, "per_key_rps": 0},
         "audit": {"read_sample_rate": 1.0},
-        "backends": [{
-            "name": "local", "cluster": "backend_local", "host": f"127.0.0.1:{s3_port}", "region": REGION,
-            "addressing": "path", "access_key_id": ADMIN_KEY, "secret_access_key": ADMIN_SECRET,
-        }],
-        "credentials": [
-            {"access_key_id": k, "secret_access_key": s, "scopes": [{"backend": "local", "bucket": b} for b in scopes], **extra}
-            for k, (s, scopes, extra) in TENANTS.items()
-        ],
     }
-    (work / "plugin.json").write_text(json.dumps(plugin))
     access_log = work / "access.log"
-    cfg = subprocess.run(
-        ["python3", str(ROOT / "envoy/gateway.py"), "--wasm", str(WASM), "--plugin-config", str(work / "plugin.json"),
-         "--backend", f"backend_local=127.0.0.1:{s3_port}", "--port", str(gw_port), "--admin-port", str(admin_port),
-         "--access-log", str(access_log), "--tls-cert", str(cert), "--tls-key", str(key), "--tls-port", str(tls_port)],
-        check=True, capture_output=True, text=True,
-    ).stdout
-    (work / "envoy.json").write_text(cfg)
-    envoy = subprocess.Popen(
+    render = ["python3", str(ROOT / "envoy/gateway.py"), "--wasm", str(WASM),
+              "--backend", f"backend_local=127.0.0.1:{s3_port}", "--port", str(gw_port),
+              "--admin-port", str(admin_port), "--access-log", str(access_log), "--tls-cert", str(cert),
+              "--tls-key", str(key), "--tls-port", str(tls_port)]
+    metrics_url = f"http://127.0.0.1:{admin_port}/stats/prometheus"
+    if mode == "wasm":
+        plugin = {
+            **settings,
+            "backends": [{**backend, "access_key_id": ADMIN_KEY, "secret_access_key": ADMIN_SECRET}],
+            "credentials": [
+                {"access_key_id": k, "secret_access_key": s, "scopes": [{"backend": "local", "bucket": b} for b in scopes],
+                 **extra}
+                for k, (s, scopes, extra) in TENANTS.items()
+            ],
+        }
+        (work / "plugin.json").write_text(json.dumps(plugin))
+        render += ["--plugin-config", str(work / "plugin.json")]
+    else:
+        authz_port, authz_metrics = free_port(), free_port()
+        # Gateway settings without keys; tenants and the admin key in the
+        # broker's feed format (what the broker's snapshot will hold).
+        (work / "authz.json").write_text(json.dumps({**settings, "backends": [backend]}))
+        feed = {
+            "version": "e2e",
+            "credentials": [
+                {"access_key_id": k, "secret_access_key": s, "scopes": [{"backend": "local", "bucket": b} for b in scopes],
+                 **{n: (rfc3339_to_unix(v) if n == "expires_at" else v) for n, v in extra.items()}}
+                for k, (s, scopes, extra) in TENANTS.items()
+            ],
+            "backends": [{"name": "local", "access_key_id": ADMIN_KEY, "secret_access_key": ADMIN_SECRET}],
+        }
+        (work / "feed.json").write_text(json.dumps(feed))
+        if start_authz:
+            procs["authz"] = subprocess.Popen(
+                [str(AUTHZ), "serve", "--ext-authz-listen", f"127.0.0.1:{authz_port}",
+                 "--ext-authz-config", str(work / "authz.json"), "--static-credentials", str(work / "feed.json"),
+                 "--metrics-listen", f"127.0.0.1:{authz_metrics}"],
+                stdout=open(work / "authz.log", "w"), stderr=subprocess.STDOUT,
+            )
+        render += ["--mode", "ext-authz", "--authz", f"127.0.0.1:{authz_port}"]
+        metrics_url = f"http://127.0.0.1:{authz_metrics}/metrics"
+    cfg = json.loads(subprocess.run(render, check=True, capture_output=True, text=True).stdout)
+    if envoy_config is not None:
+        envoy_config(cfg)
+    (work / "envoy.json").write_text(json.dumps(cfg, indent=1))
+    procs["envoy"] = subprocess.Popen(
         [str(ENVOY), "-c", str(work / "envoy.json"), "--concurrency", "2", "--log-level", "warn",
          "--base-id", str(gw_port)],
         stdout=open(work / "envoy.log", "w"), stderr=subprocess.STDOUT,
     )
-    procs.append(envoy)
+    gw = Gateway(f"http://127.0.0.1:{gw_port}", f"http://127.0.0.1:{admin_port}", access_log,
+                 f"http://127.0.0.1:{s3_port}", data, tls_endpoint=f"https://127.0.0.1:{tls_port}", ca=cert,
+                 mode=mode, metrics_url=metrics_url, procs=procs)
     try:
         wait_for(f"http://127.0.0.1:{s3_port}/")
         wait_for(f"http://127.0.0.1:{admin_port}/ready")
-        yield Gateway(f"http://127.0.0.1:{gw_port}", f"http://127.0.0.1:{admin_port}", access_log,
-                      f"http://127.0.0.1:{s3_port}", data, tls_endpoint=f"https://127.0.0.1:{tls_port}", ca=cert)
-    finally:
-        for p in procs:
+        if "authz" in procs:
+            wait_for_port(authz_port)
+    except Exception:
+        stop(procs)
+        raise
+    return gw
+
+
+def stop(procs):
+    for p in procs.values():
+        if p.poll() is None:
             p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+    for p in procs.values():
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+@pytest.fixture(scope="session", params=MODES)
+def gateway(request, tmp_path_factory):
+    gw = launch(tmp_path_factory.mktemp(f"gateway-{request.param}"), request.param)
+    try:
+        yield gw
+    finally:
+        stop(gw.procs)
