@@ -1,0 +1,106 @@
+"""Fault tests of the ext_authz data plane: it fails closed. With the authz
+service down, stopped (hung) or gone, Envoy answers 503 and nothing reaches
+the upstream; the body-only re-signer refuses a signed aws-chunked upload
+that arrives without the check's hand-off."""
+
+import os
+import signal
+import subprocess
+
+import pytest
+from botocore.exceptions import ClientError
+
+from conftest import CLIENT, TENANTS, launch, stop
+
+KEY = "AKIATENANTALPHA00001"
+
+
+def status_of(call):
+    with pytest.raises(ClientError) as e:
+        call()
+    return e.value.response["ResponseMetadata"]["HTTPStatusCode"]
+
+
+def stored(gw, bucket):
+    return sorted(p.relative_to(gw.data / bucket).as_posix() for p in (gw.data / bucket).rglob("*") if p.is_file())
+
+
+@pytest.fixture
+def stack(tmp_path):
+    gw = launch(tmp_path, "ext-authz")
+    try:
+        yield gw
+    finally:
+        stop(gw.procs)
+
+
+def test_authz_never_started_answers_503_and_forwards_nothing(tmp_path):
+    gw = launch(tmp_path, "ext-authz", start_authz=False)
+    try:
+        gw.upstream_client().put_object(Bucket="alpha", Key="existing", Body=b"upstream object")
+        s3 = gw.client()
+        assert status_of(lambda: s3.put_object(Bucket="alpha", Key="new", Body=b"x")) == 503
+        # An object that exists upstream is not served either.
+        assert status_of(lambda: s3.get_object(Bucket="alpha", Key="existing")) == 503
+        assert status_of(lambda: s3.list_buckets()) == 503
+        assert stored(gw, "alpha") == ["existing"]
+    finally:
+        stop(gw.procs)
+
+
+def test_authz_killed_then_restarted(stack):
+    s3 = stack.client()
+    s3.put_object(Bucket="alpha", Key="before", Body=b"ok")
+    authz = stack.procs["authz"]
+    args = authz.args
+    authz.terminate()
+    authz.wait(timeout=10)
+    assert status_of(lambda: s3.put_object(Bucket="alpha", Key="while-down", Body=b"x")) == 503
+    assert status_of(lambda: s3.get_object(Bucket="alpha", Key="before")) == 503
+    assert stored(stack, "alpha") == ["before"]
+    # The same service back on the same port: traffic flows again.
+    stack.procs["authz"] = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    from conftest import wait_for_port
+
+    wait_for_port(int(args[args.index("--ext-authz-listen") + 1].rsplit(":", 1)[1]))
+    s3.put_object(Bucket="alpha", Key="after", Body=b"ok")
+    assert stored(stack, "alpha") == ["after", "before"]
+
+
+def test_hung_authz_times_out_to_503(stack):
+    s3 = stack.client()
+    authz = stack.procs["authz"]
+    os.kill(authz.pid, signal.SIGSTOP)
+    try:
+        assert status_of(lambda: s3.put_object(Bucket="alpha", Key="hung", Body=b"x")) == 503
+    finally:
+        os.kill(authz.pid, signal.SIGCONT)
+    assert stored(stack, "alpha") == []
+
+
+def without_ext_authz(cfg):
+    """The body-only filter alone, routed straight to the backend: what a
+    signed stream looks like when no check handed over its keys."""
+    for listener in cfg["static_resources"]["listeners"]:
+        for chain in listener["filter_chains"]:
+            hcm = chain["filters"][0]["typed_config"]
+            hcm["http_filters"] = [f for f in hcm["http_filters"] if f["name"] != "envoy.filters.http.ext_authz"]
+            for vh in hcm["route_config"]["virtual_hosts"]:
+                for route in vh["routes"]:
+                    route["route"] = {"cluster": "backend_local", "timeout": "0s"}
+
+
+@pytest.mark.parametrize("mode", ["signed", "signed-trailer"])
+def test_body_resigner_refuses_a_signed_stream_without_hand_off(tmp_path, mode):
+    gw = launch(tmp_path, "ext-authz", start_authz=False, envoy_config=without_ext_authz)
+    try:
+        addr = gw.endpoint.removeprefix("http://")
+        out = subprocess.run(
+            [str(CLIENT), addr, "alpha", "no-handoff", KEY, TENANTS[KEY][0], "100000", "65536", mode, "none"],
+            check=True, capture_output=True, text=True, timeout=60,
+        ).stdout
+        assert out.startswith("HTTP/1.1 500"), out
+        assert "InternalError" in out
+        assert stored(gw, "alpha") == []
+    finally:
+        stop(gw.procs)
