@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # make demo: s3s-fs (the upstream, holding the only admin key) + Envoy with
 # the bucketgate filter on 127.0.0.1:8090, two buckets, two tenant keys.
+# MODE=ext-authz: Envoy asks the bucketgate-authz ext_authz gRPC service
+# (127.0.0.1:$AUTHZ_PORT, metrics on $AUTHZ_METRICS_PORT) instead, with the
+# wasm module as body-only re-signer for signed aws-chunked uploads.
 # Stays in the foreground until Ctrl-C / SIGTERM, then stops what it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,16 +14,21 @@ PORT="${PORT:-8090}"
 S3_PORT="${S3_PORT:-9000}"
 ADMIN_PORT="${ADMIN_PORT:-9901}"
 MODE="${MODE:-wasm}"
+AUTHZ_PORT="${AUTHZ_PORT:-9191}"
+AUTHZ_METRICS_PORT="${AUTHZ_METRICS_PORT:-9192}"
 
-if [ "$MODE" != "wasm" ]; then
-  echo "MODE=$MODE: only the wasm data plane exists so far (ext_authz is issue #4)" >&2
-  exit 2
-fi
+case "$MODE" in
+  wasm|ext-authz) ;;
+  *) echo "MODE=$MODE: use MODE=wasm or MODE=ext-authz" >&2; exit 2 ;;
+esac
 
 scripts/setup.sh rust
 scripts/setup.sh python
 scripts/setup.sh s3s
 cargo build --release -p bucketgate-filter-wasm --target wasm32-wasip1
+if [ "$MODE" = ext-authz ]; then
+  cargo build --release -p bucketgate-authz
+fi
 
 mkdir -p "$DEMO/data/demo-bucket" "$DEMO/data/other-bucket"
 ADMIN_KEY=$(python3 -c 'import secrets,string; print("ADMIN"+"".join(secrets.choice(string.ascii_uppercase+"234567") for _ in range(15)))')
@@ -29,6 +37,8 @@ mint() { python3 -c 'import secrets,string; print("AKIA"+"".join(secrets.choice(
 read -r T_KEY T_SECRET < <(mint)
 read -r O_KEY O_SECRET < <(mint)
 
+WASM="$ROOT/target/wasm32-wasip1/release/bucketgate_filter_wasm.wasm"
+if [ "$MODE" = wasm ]; then
 python3 - "$DEMO/plugin.json" <<PY
 import json, sys
 json.dump({
@@ -43,9 +53,33 @@ json.dump({
   ]}, open(sys.argv[1], "w"), indent=1)
 PY
 chmod 600 "$DEMO/plugin.json"
-python3 envoy/gateway.py --wasm "$ROOT/target/wasm32-wasip1/release/bucketgate_filter_wasm.wasm" \
+python3 envoy/gateway.py --wasm "$WASM" \
   --plugin-config "$DEMO/plugin.json" --backend "backend_local=127.0.0.1:$S3_PORT" \
   --port "$PORT" --admin-port "$ADMIN_PORT" --access-log "$DEMO/audit.log" > "$DEMO/envoy.json"
+METRICS="http://127.0.0.1:$ADMIN_PORT/stats/prometheus"
+else
+# Gateway settings (no keys) and the credentials in the broker's feed format.
+python3 - "$DEMO/authz.json" "$DEMO/feed.json" <<PY
+import json, os, sys
+json.dump({
+  "region": "us-east-1",
+  "host_suffixes": ["s3.localhost"],
+  "s3_proxy": {"global_rps": 0, "per_key_rps": 0},
+  "backends": [{"name": "local", "cluster": "backend_local", "host": "127.0.0.1:$S3_PORT", "region": "us-east-1"}]
+  }, open(sys.argv[1], "w"), indent=1)
+with open(os.open(sys.argv[2], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+  json.dump({"version": "demo",
+    "credentials": [
+      {"access_key_id": "$T_KEY", "secret_access_key": "$T_SECRET", "scopes": [{"backend": "local", "bucket": "demo-bucket"}]},
+      {"access_key_id": "$O_KEY", "secret_access_key": "$O_SECRET", "scopes": [{"backend": "local", "bucket": "other-bucket"}]}],
+    "backends": [{"name": "local", "access_key_id": "$ADMIN_KEY", "secret_access_key": "$ADMIN_SECRET"}]
+  }, f, indent=1)
+PY
+python3 envoy/gateway.py --mode ext-authz --authz "127.0.0.1:$AUTHZ_PORT" --wasm "$WASM" \
+  --backend "backend_local=127.0.0.1:$S3_PORT" \
+  --port "$PORT" --admin-port "$ADMIN_PORT" --access-log "$DEMO/audit.log" > "$DEMO/envoy.json"
+METRICS="http://127.0.0.1:$AUTHZ_METRICS_PORT/metrics (checks), http://127.0.0.1:$ADMIN_PORT/stats/prometheus (Envoy)"
+fi
 
 write_env() { # file key secret bucket
   umask 077
@@ -73,6 +107,13 @@ trap "exit 0" INT TERM
 "$CACHE/tools/bin/s3s-fs" --host 127.0.0.1 --port "$S3_PORT" --access-key "$ADMIN_KEY" \
   --secret-key "$ADMIN_SECRET" "$DEMO/data" > "$DEMO/s3s.log" 2>&1 &
 pids+=($!)
+if [ "$MODE" = ext-authz ]; then
+  # TEMPORARY static serve (credentials from $DEMO/feed.json) until the broker's serve lands.
+  "$ROOT/target/release/bucketgate-authz" serve --ext-authz-listen "127.0.0.1:$AUTHZ_PORT" \
+    --ext-authz-config "$DEMO/authz.json" --static-credentials "$DEMO/feed.json" \
+    --metrics-listen "127.0.0.1:$AUTHZ_METRICS_PORT" > "$DEMO/authz.log" 2>&1 &
+  pids+=($!)
+fi
 "$CACHE/venv/bin/envoy" -c "$DEMO/envoy.json" --concurrency 2 --log-level warn > "$DEMO/envoy.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 100); do
@@ -83,7 +124,7 @@ curl -fs "127.0.0.1:$ADMIN_PORT/ready" >/dev/null || { echo "Envoy did not start
 
 cat <<MSG
 
-bucketgate demo: S3 gateway on http://127.0.0.1:$PORT (Envoy + wasm filter),
+bucketgate demo ($MODE): S3 gateway on http://127.0.0.1:$PORT (Envoy + $([ "$MODE" = wasm ] && echo "wasm filter" || echo "ext_authz → bucketgate-authz on 127.0.0.1:$AUTHZ_PORT")),
 upstream s3s-fs on 127.0.0.1:$S3_PORT holding the only admin key.
 
   $DEMO/tenant.env   key scoped to demo-bucket
@@ -94,7 +135,7 @@ $(cat "$DEMO/tenant.env")
 Try:  set -a; . .demo/tenant.env; set +a
       aws s3 cp README.md s3://demo-bucket/   # or any S3 client
       aws s3 ls                              # only demo-bucket: answered by the gateway
-Audit rows: $DEMO/audit.log   Metrics: http://127.0.0.1:$ADMIN_PORT/stats/prometheus
+Audit rows: $DEMO/audit.log   Metrics: $METRICS
 Ctrl-C stops everything.
 MSG
 wait -n "${pids[@]}"
