@@ -86,6 +86,9 @@ mod http {
 
         fn deny(&mut self, reason: &DenyReason) -> Action {
             self.denied = true;
+            if self.method.is_empty() {
+                self.describe_request();
+            }
             let r = reason.render(&self.method, &self.resource, &self.request_id);
             let retry = r.retry_after.map(|s| s.to_string());
             let mut headers = vec![
@@ -103,11 +106,15 @@ mod http {
             Action::Pause
         }
 
-        fn start(&mut self) -> Result<(), DenyReason> {
+        /// What a denial needs; read only when denying (most requests never do).
+        fn describe_request(&mut self) {
             self.method = Self::header(":method").unwrap_or_default();
             let target = Self::header(":path").unwrap_or_default();
             self.resource = bucketgate_core::query::split_target(&target).0.to_owned();
             self.request_id = Self::header("x-request-id").unwrap_or_else(|| "bucketgate".into());
+        }
+
+        fn start(&mut self) -> Result<(), DenyReason> {
             let handed = hostcalls::get_property(vec![
                 "metadata",
                 "filter_metadata",
@@ -160,7 +167,14 @@ mod http {
     impl HttpContext for BodyOnly {
         fn on_http_request_headers(&mut self, _n: usize, _end: bool) -> Action {
             match self.start() {
-                Ok(()) => Action::Continue,
+                Ok(()) => {
+                    if self.body.is_some() {
+                        // Denying later in the body phase needs these; the
+                        // headers may be gone from the map by then.
+                        self.describe_request();
+                    }
+                    Action::Continue
+                }
                 Err(reason) => self.deny(&reason),
             }
         }
