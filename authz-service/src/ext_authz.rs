@@ -75,8 +75,15 @@ pub async fn serve_on(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
     let sweeper = tokio::spawn(service.clone().sweep_forever());
+    // grpc.health.v1 beside it: SERVING for the Authorization service while
+    // this server runs (for Envoy health checks and probes).
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<envoy_types::ext_authz::v3::pb::AuthorizationServer<Service>>()
+        .await;
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let result = tonic::transport::Server::builder()
+        .add_service(health_service)
         .add_service(service.into_server())
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await

@@ -65,6 +65,7 @@ fn admin(key: &str, secret: &str) -> AdminCredentials {
 
 struct Harness {
     client: AuthorizationClient<Channel>,
+    channel: Channel,
     admin: Rotating,
     metrics: Metrics,
     _stop: tokio::sync::oneshot::Sender<()>,
@@ -105,11 +106,14 @@ async fn start() -> Harness {
     tokio::spawn(ext_authz::serve_on(listener, service, async {
         let _ = stopped.await;
     }));
-    let client = AuthorizationClient::connect(format!("http://{addr}"))
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
         .await
         .unwrap();
     Harness {
-        client,
+        client: AuthorizationClient::new(channel.clone()),
+        channel,
         admin: rotating,
         metrics,
         _stop: stop,
@@ -506,6 +510,24 @@ async fn rotated_admin_credentials_take_effect_on_the_next_check() {
     *h.admin.0.lock().unwrap() = admin("ROTATEDADMIN", "rotated-secret");
     let (set, _) = forwarded(&check(&mut h, header_signed("GET", "/alpha/x", &[])).await);
     assert_signed_for_upstream(&set, "GET", ("ROTATEDADMIN", "rotated-secret"));
+}
+
+#[tokio::test]
+async fn grpc_health_reports_the_authorization_service_serving() {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+    let h = start().await;
+    let mut health = HealthClient::new(h.channel.clone());
+    let status = |service: &str| HealthCheckRequest {
+        service: service.into(),
+    };
+    let serving = health
+        .check(status("envoy.service.auth.v3.Authorization"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(serving.status, 1, "SERVING");
+    assert!(health.check(status("no.such.Service")).await.is_err());
 }
 
 #[test]
