@@ -67,6 +67,22 @@ class Broker:
             self.proc.wait(timeout=10)
 
 
+def start_envoy(work, plugin, s3_port, feed_port, gw_port, admin_port):
+    (work / "plugin.json").write_text(json.dumps(plugin))
+    cfg = subprocess.run(
+        ["python3", str(ROOT / "envoy/gateway.py"), "--wasm", str(WASM), "--plugin-config", str(work / "plugin.json"),
+         "--backend", f"backend_local=127.0.0.1:{s3_port}", "--feed-cluster", f"bucketgate_feed=127.0.0.1:{feed_port}",
+         "--port", str(gw_port), "--admin-port", str(admin_port), "--access-log", str(work / "access.log")],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    (work / "envoy.json").write_text(cfg)
+    return subprocess.Popen(
+        [str(ENVOY), "-c", str(work / "envoy.json"), "--concurrency", "2", "--log-level", "warn",
+         "--base-id", str(gw_port)],
+        stdout=open(work / "envoy.log", "w"), stderr=subprocess.STDOUT,
+    )
+
+
 @pytest.fixture(scope="module")
 def feed_env(tmp_path_factory):
     for path in (ENVOY, S3S_FS, WASM, AUTHZ):
@@ -102,24 +118,12 @@ def feed_env(tmp_path_factory):
         }],
         "feed": {"cluster": "bucketgate_feed", "token": FEED_TOKEN, "poll_ms": POLL_MS, "timeout_ms": 1000},
     }
-    (work / "plugin.json").write_text(json.dumps(plugin))
-    cfg = subprocess.run(
-        ["python3", str(ROOT / "envoy/gateway.py"), "--wasm", str(WASM), "--plugin-config", str(work / "plugin.json"),
-         "--backend", f"backend_local=127.0.0.1:{s3_port}", "--feed-cluster", f"bucketgate_feed=127.0.0.1:{http_port}",
-         "--port", str(gw_port), "--admin-port", str(admin_port), "--access-log", str(work / "access.log")],
-        check=True, capture_output=True, text=True,
-    ).stdout
-    (work / "envoy.json").write_text(cfg)
     envoy_log = work / "envoy.log"
     try:
         # One key exists before the broker starts.
         first = broker.create("alpha")
         broker.start()
-        procs.append(subprocess.Popen(
-            [str(ENVOY), "-c", str(work / "envoy.json"), "--concurrency", "2", "--log-level", "warn",
-             "--base-id", str(gw_port)],
-            stdout=open(envoy_log, "w"), stderr=subprocess.STDOUT,
-        ))
+        procs.append(start_envoy(work, plugin, s3_port, http_port, gw_port, admin_port))
         wait_for(f"http://127.0.0.1:{s3_port}/")
         wait_for(f"http://127.0.0.1:{admin_port}/ready")
         gw = Gateway(f"http://127.0.0.1:{gw_port}", f"http://127.0.0.1:{admin_port}", work / "access.log",
@@ -235,3 +239,33 @@ def test_broker_down_keeps_the_last_snapshot_and_logs_it(feed_env):
     assert s3.get_object(Bucket="alpha", Key="fed.txt")["Body"].read() == b"hello"
     s3.put_object(Bucket="alpha", Key="while-down.txt", Body=b"still here")
     assert gw.upstream_client().get_object(Bucket="alpha", Key="while-down.txt")["Body"].read() == b"still here"
+
+
+def test_no_feed_ever_and_no_static_credentials_fails_closed(tmp_path):
+    """The broker was never reachable: every key is unknown (401), and the
+    log says there is no snapshot."""
+    gw_port, admin_port, dead_port, s3_port = free_port(), free_port(), free_port(), free_port()
+    plugin = {
+        "region": REGION,
+        "backends": [{
+            "name": "local", "cluster": "backend_local", "host": f"127.0.0.1:{s3_port}", "region": REGION,
+            "addressing": "path", "access_key_id": ADMIN_KEY, "secret_access_key": ADMIN_SECRET,
+        }],
+        "feed": {"cluster": "bucketgate_feed", "token": FEED_TOKEN, "poll_ms": POLL_MS, "timeout_ms": 500},
+    }
+    envoy = start_envoy(tmp_path, plugin, s3_port, dead_port, gw_port, admin_port)
+    try:
+        wait_for(f"http://127.0.0.1:{admin_port}/ready")
+        gw = Gateway(f"http://127.0.0.1:{gw_port}", f"http://127.0.0.1:{admin_port}", tmp_path / "access.log",
+                     f"http://127.0.0.1:{s3_port}", tmp_path)
+        log = tmp_path / "envoy.log"
+        deadline = time.monotonic() + 10
+        while "no snapshot yet" not in log.read_text():
+            if time.monotonic() > deadline:
+                pytest.fail("Envoy's log does not show the feed failure:\n" + log.read_text()[-2000:])
+            time.sleep(0.1)
+        s3 = gw.client(key="BGANYKEY000000000000", secret="any-secret")
+        assert status_of(lambda: s3.list_objects_v2(Bucket="alpha")) == 401
+    finally:
+        envoy.terminate()
+        envoy.wait(timeout=10)
