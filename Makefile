@@ -20,7 +20,7 @@ test: setup-rust lint
 e2e: wasm
 	@scripts/setup.sh python
 	@scripts/setup.sh s3s
-	$(CARGO) build -p bucketgate-testclient
+	$(CARGO) build -p bucketgate-testclient -p bucketgate-authz
 	$(VENV)/bin/python -m pytest tests/e2e -q
 
 wasm: setup-rust
