@@ -22,7 +22,7 @@ e2e: wasm
 	@scripts/setup.sh python
 	@scripts/setup.sh s3s
 	@scripts/setup.sh awscli
-	$(CARGO) build -p bucketgate-testclient
+	$(CARGO) build -p bucketgate-testclient -p bucketgate-authz
 	$(VENV)/bin/python -m pytest tests/e2e -q
 
 wasm: setup-rust

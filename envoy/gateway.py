@@ -10,7 +10,8 @@ listens on loopback only. With --tls-cert/--tls-key the listener terminates
 TLS with the given certificate (tests use a self-signed one); adding
 --tls-port keeps plain HTTP on --port and serves TLS on --tls-port too.
 
-    envoy/gateway.py --wasm F --plugin-config F --backend NAME=HOST:PORT ... > envoy.json
+    envoy/gateway.py --wasm F --plugin-config F --backend NAME=HOST:PORT ... \
+        [--feed-cluster NAME=HOST:PORT] > envoy.json
 """
 
 import argparse
@@ -122,7 +123,9 @@ def render(args):
             },
         }
     clusters = []
-    for spec in args.backend:
+    # The broker's feed (plugin config `feed.cluster`) is one more plain
+    # cluster; the filter dispatches `GET /v1/feed` to it.
+    for spec in args.backend + args.feed_cluster:
         name, _, addr = spec.partition("=")
         host, _, port = addr.rpartition(":")
         clusters.append(
@@ -169,6 +172,8 @@ def main():
     p.add_argument("--wasm", required=True)
     p.add_argument("--plugin-config", required=True, help="JSON file with the filter configuration")
     p.add_argument("--backend", action="append", default=[], help="CLUSTER=HOST:PORT (repeatable)")
+    p.add_argument("--feed-cluster", action="append", default=[],
+                   help="CLUSTER=HOST:PORT of the bucketgate-authz feed (repeatable)")
     p.add_argument("--listen", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8090)
     p.add_argument("--admin-port", type=int, default=9901)

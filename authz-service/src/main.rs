@@ -1,6 +1,204 @@
-//! `bucketgate-authz`: see the crate docs.
+//! `bucketgate-authz`: wiring only (see the crate docs). `serve` runs the
+//! broker; `creds …` manages the SQLite store.
 
-fn main() {
-    eprintln!("bucketgate-authz: not wired yet");
-    std::process::exit(2);
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use bucketgate_authz::admin::{self, AppState};
+use bucketgate_authz::broker::{Broker, SnapshotHandle};
+use bucketgate_authz::cli::{Cli, Command, ServeArgs};
+use bucketgate_authz::config::{FEED_TOKEN_ENV, MIN_FEED_TOKEN_LEN, ServiceConfig};
+use bucketgate_authz::metrics::Metrics;
+use bucketgate_authz::store::seal::{KEY_ENV, Sealer};
+use bucketgate_authz::store::{self, Store};
+use bucketgate_authz::{cli, kube_source, upstream};
+use bucketgate_core::SecretKey;
+use clap::Parser;
+use tokio::sync::watch;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let serving = matches!(cli.command, Command::Serve(_));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(if serving { "info" } else { "warn" })
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bucketgate-authz: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let mut config = match &cli.config {
+        Some(p) => ServiceConfig::load(p).map_err(anyhow::Error::msg)?,
+        None => ServiceConfig::default(),
+    };
+    if let Some(db) = cli.database {
+        config.database = db;
+    }
+    if let Some(k) = cli.key_file {
+        config.key_file = Some(k);
+    }
+    match cli.command {
+        Command::Creds(cmd) => {
+            let mut store = open_store(&config)?;
+            cli::run_creds(cmd, &mut store, unix_now(), &mut std::io::stdout().lock())
+        }
+        Command::Serve(args) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+            .block_on(serve(config, args)),
+    }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+fn open_store(config: &ServiceConfig) -> anyhow::Result<Store> {
+    let env_key = std::env::var(KEY_ENV).ok();
+    let sealer = Sealer::load(env_key.as_deref(), &config.key_file())?;
+    let store = Store::open(&config.database, sealer)
+        .with_context(|| format!("opening the credential store {}", config.database.display()))?;
+    Ok(store)
+}
+
+fn feed_token(config: &ServiceConfig) -> anyhow::Result<Option<SecretKey>> {
+    let token = match &config.feed.token_file {
+        Some(p) => Some(
+            std::fs::read_to_string(p)
+                .with_context(|| format!("feed token file {}", p.display()))?
+                .trim()
+                .to_owned(),
+        ),
+        None => std::env::var(FEED_TOKEN_ENV).ok(),
+    };
+    match token {
+        None => Ok(None),
+        Some(t) if t.len() < MIN_FEED_TOKEN_LEN => {
+            bail!("the feed token must be at least {MIN_FEED_TOKEN_LEN} characters")
+        }
+        Some(t) => Ok(Some(SecretKey::new(t))),
+    }
+}
+
+/// Resolves when `stop` turns true (or its sender is gone).
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}
+
+async fn serve(mut config: ServiceConfig, args: ServeArgs) -> anyhow::Result<()> {
+    if let Some(a) = args.http_listen {
+        config.http_listen = a;
+    }
+    if args.kube {
+        config.kubernetes.enabled = true;
+    }
+    if let Some(ns) = args.kube_namespace {
+        config.kubernetes.namespace = Some(ns);
+    }
+    if let Some(ms) = args.store_poll_ms {
+        config.store_poll_ms = ms;
+    }
+    config.validate().map_err(anyhow::Error::msg)?;
+
+    let metrics = Metrics::new();
+    let snapshot = SnapshotHandle::default();
+    let broker = Broker::new(snapshot.clone(), metrics.clone(), config.kubernetes.enabled);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
+
+    // Credential sources: SQLite always, Kubernetes when enabled.
+    let store = open_store(&config)?;
+    tracing::info!(path = %config.database.display(), schema = store.schema_version()?,
+        "credential store open");
+    tasks.spawn(store::sync::run(
+        store,
+        broker.clone(),
+        Duration::from_millis(config.store_poll_ms),
+        stop_rx.clone(),
+    ));
+    if config.kubernetes.enabled {
+        let client = kube::Client::try_default()
+            .await
+            .context("Kubernetes client (--kube)")?;
+        let api = match &config.kubernetes.namespace {
+            Some(ns) => kube::Api::namespaced(client, ns),
+            None => kube::Api::default_namespaced(client),
+        };
+        tasks.spawn(kube_source::run(
+            api,
+            config.kubernetes.label_selector.clone(),
+            broker.clone(),
+            stop_rx.clone(),
+        ));
+    }
+
+    // Upstream admin credentials per backend.
+    let upstream_creds = upstream::start(
+        &config.backends,
+        &|k| std::env::var(k).ok(),
+        stop_rx.clone(),
+    )
+    .await?;
+
+    // Feed, health, readiness, metrics.
+    let listener = tokio::net::TcpListener::bind(config.http_listen)
+        .await
+        .with_context(|| format!("binding {}", config.http_listen))?;
+    tracing::info!(addr = %listener.local_addr()?, "HTTP listening (feed, /healthz, /readyz, /metrics)");
+    let state = AppState {
+        broker: broker.clone(),
+        upstream: upstream_creds.clone(),
+        metrics: metrics.clone(),
+        feed_token: feed_token(&config)?,
+    };
+    if state.feed_token.is_none() {
+        tracing::warn!("no feed token ({FEED_TOKEN_ENV} or feed.token_file): the feed is off");
+    }
+    let http_stop = stopped(stop_rx.clone());
+    tasks.spawn(async move {
+        if let Err(e) = admin::serve(listener, state, http_stop).await {
+            tracing::error!(error = %e, "HTTP server failed");
+        }
+    });
+
+    // Envoy ext_authz gRPC server (the `ext_authz` module) goes here:
+    // spawn it with `config`, `snapshot`, `metrics`, `upstream_creds` and
+    // `stopped(stop_rx.clone())`.
+    if let Some(addr) = args.grpc_listen {
+        bail!("--grpc-listen {addr}: the ext_authz server is not part of this build");
+    }
+    let _ = (&snapshot, &upstream_creds);
+
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    while tasks.join_next().await.is_some() {}
+    Ok(())
 }

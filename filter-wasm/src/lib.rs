@@ -5,6 +5,7 @@
 //! crate only adapts Envoy's request to it. Built for `wasm32-wasip1`.
 
 pub mod config;
+pub mod feed;
 
 #[cfg(target_arch = "wasm32")]
 mod filter;
