@@ -8,3 +8,6 @@
 #![forbid(unsafe_code)]
 
 pub mod crd;
+pub mod mint;
+pub mod plan;
+pub mod secrets;
