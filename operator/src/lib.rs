@@ -10,4 +10,5 @@
 pub mod crd;
 pub mod mint;
 pub mod plan;
+pub mod s3;
 pub mod secrets;
