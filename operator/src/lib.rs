@@ -8,7 +8,9 @@
 #![forbid(unsafe_code)]
 
 pub mod crd;
+pub mod metrics;
 pub mod mint;
 pub mod plan;
+pub mod reconcile;
 pub mod s3;
 pub mod secrets;
