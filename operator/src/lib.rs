@@ -14,3 +14,4 @@ pub mod plan;
 pub mod reconcile;
 pub mod s3;
 pub mod secrets;
+pub mod webhook;
