@@ -19,7 +19,8 @@ listens on loopback only. With --tls-cert/--tls-key the listener terminates
 TLS with the given certificate (tests use a self-signed one); adding
 --tls-port keeps plain HTTP on --port and serves TLS on --tls-port too.
 
-    envoy/gateway.py --wasm F --plugin-config F --backend NAME=HOST:PORT ... > envoy.json
+    envoy/gateway.py --wasm F --plugin-config F --backend NAME=HOST:PORT ... \
+        [--feed-cluster NAME=HOST:PORT] > envoy.json
     envoy/gateway.py --mode ext-authz --authz 127.0.0.1:9191 --wasm F \
         --backend NAME=HOST:PORT ... > envoy.json
 """
@@ -181,7 +182,9 @@ def render(args):
             },
         }
     clusters = []
-    for spec in args.backend:
+    # The broker's feed (plugin config `feed.cluster`) is one more plain
+    # cluster; the filter dispatches `GET /v1/feed` to it.
+    for spec in args.backend + args.feed_cluster:
         name, _, addr = spec.partition("=")
         clusters.append(static_cluster(name, addr, "2s"))
     if args.mode == "ext-authz":
@@ -239,6 +242,8 @@ def main():
     p.add_argument("--authz", help="HOST:PORT of the bucketgate-authz ext_authz gRPC service (ext-authz mode)")
     p.add_argument("--authz-timeout", default="0.5s", help="ext_authz gRPC timeout (ext-authz mode)")
     p.add_argument("--backend", action="append", default=[], help="CLUSTER=HOST:PORT (repeatable)")
+    p.add_argument("--feed-cluster", action="append", default=[],
+                   help="CLUSTER=HOST:PORT of the bucketgate-authz feed (repeatable)")
     p.add_argument("--listen", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8090)
     p.add_argument("--admin-port", type=int, default=9901)

@@ -3,12 +3,15 @@
 //! it; readers (ext_authz checks, the feed endpoint) take a cheap
 //! [`SnapshotHandle::load`] and never block a writer.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use bucketgate_core::credential::Credential;
 use bucketgate_core::gateway::CredentialSource;
+use sha2::{Digest, Sha256};
+
+use crate::metrics::Metrics;
 
 /// Every usable-or-not credential the data plane knows, by access key id,
 /// and a version that changes whenever the content does.
@@ -40,5 +43,303 @@ impl SnapshotHandle {
 
     pub fn store(&self, snapshot: Snapshot) {
         self.0.store(Arc::new(snapshot));
+    }
+}
+
+impl Snapshot {
+    /// A snapshot of `credentials` whose version is a digest of the content.
+    pub fn from_credentials(credentials: HashMap<String, Credential>) -> Self {
+        let version = content_version(&credentials);
+        Self {
+            version,
+            credentials,
+        }
+    }
+}
+
+/// A 64-bit digest of every field of every credential, in key order. The
+/// secret enters through its own one-way fingerprint. Equal content gives
+/// the same version in every process, so the feed's ETag survives restarts.
+pub fn content_version(credentials: &HashMap<String, Credential>) -> u64 {
+    let mut keys: Vec<&String> = credentials.keys().collect();
+    keys.sort();
+    let mut h = Sha256::new();
+    for k in keys {
+        let c = &credentials[k];
+        h.update((c.access_key_id.len() as u64).to_be_bytes());
+        h.update(c.access_key_id.as_bytes());
+        h.update(c.secret.fingerprint().to_be_bytes());
+        h.update((c.scopes.len() as u64).to_be_bytes());
+        for s in &c.scopes {
+            for part in [&s.backend, &s.bucket] {
+                h.update((part.len() as u64).to_be_bytes());
+                h.update(part.as_bytes());
+            }
+        }
+        h.update([u8::from(c.disabled)]);
+        let opt = |v: Option<i128>| match v {
+            None => [0u8; 17],
+            Some(x) => {
+                let mut b = [1u8; 17];
+                b[1..].copy_from_slice(&x.to_be_bytes());
+                b
+            }
+        };
+        h.update(opt(c.expires_at.map(i128::from)));
+        h.update(opt(c.rps.map(i128::from)));
+        h.update(opt(c.quota_soft_bytes.map(i128::from)));
+        h.update(opt(c.quota_hard_bytes.map(i128::from)));
+    }
+    let d = h.finalize();
+    let mut v = [0u8; 8];
+    v.copy_from_slice(&d[..8]);
+    u64::from_be_bytes(v)
+}
+
+/// Where a credential came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Source {
+    Sqlite,
+    Kubernetes,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sqlite => "sqlite",
+            Self::Kubernetes => "kubernetes",
+        }
+    }
+}
+
+/// Why the broker is not ready yet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Readiness {
+    Ready,
+    NotReady(&'static str),
+}
+
+#[derive(Debug, Default)]
+struct Sources {
+    sqlite: Option<HashMap<String, Credential>>,
+    /// `None` until the first complete list; then by Secret name.
+    kube: Option<Vec<(String, Credential)>>,
+    kube_enabled: bool,
+    /// Access keys whose collision was already logged.
+    warned: HashSet<String>,
+}
+
+/// Merges the sources into the [`SnapshotHandle`]: Kubernetes Secrets and
+/// the SQLite store, Kubernetes winning on an access-key collision (logged
+/// once per key). The snapshot is replaced only when its content changes.
+#[derive(Clone, Debug)]
+pub struct Broker {
+    handle: SnapshotHandle,
+    sources: Arc<Mutex<Sources>>,
+    metrics: Metrics,
+}
+
+impl Broker {
+    /// `kube_enabled`: readiness then also waits for the first Kubernetes sync.
+    pub fn new(handle: SnapshotHandle, metrics: Metrics, kube_enabled: bool) -> Self {
+        Self {
+            handle,
+            sources: Arc::new(Mutex::new(Sources {
+                kube_enabled,
+                ..Sources::default()
+            })),
+            metrics,
+        }
+    }
+
+    pub fn handle(&self) -> &SnapshotHandle {
+        &self.handle
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Sources> {
+        // A panic while merging leaves plain data behind; keep serving it.
+        self.sources.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The complete SQLite content (after each successful load).
+    pub fn set_sqlite(&self, credentials: Vec<Credential>) {
+        let mut s = self.lock();
+        s.sqlite = Some(
+            credentials
+                .into_iter()
+                .map(|c| (c.access_key_id.clone(), c))
+                .collect(),
+        );
+        self.rebuild(&mut s);
+    }
+
+    /// The complete Kubernetes content, `(Secret name, credential)`, after
+    /// the first sync and after every event.
+    pub fn set_kubernetes(&self, credentials: Vec<(String, Credential)>) {
+        let mut s = self.lock();
+        s.kube = Some(credentials);
+        self.rebuild(&mut s);
+    }
+
+    pub fn readiness(&self) -> Readiness {
+        let s = self.lock();
+        if s.sqlite.is_none() {
+            Readiness::NotReady("the SQLite store has not loaded yet")
+        } else if s.kube_enabled && s.kube.is_none() {
+            Readiness::NotReady("the Kubernetes Secrets have not synced yet")
+        } else {
+            Readiness::Ready
+        }
+    }
+
+    fn rebuild(&self, s: &mut Sources) {
+        let mut merged: HashMap<String, Credential> = s.sqlite.clone().unwrap_or_default();
+        let sqlite_len = merged.len();
+        let mut kube_keys: HashMap<String, String> = HashMap::new();
+        let mut kube_sorted: Vec<&(String, Credential)> = s
+            .kube
+            .as_ref()
+            .map(|k| k.iter().collect())
+            .unwrap_or_default();
+        kube_sorted.sort_by(|a, b| a.0.cmp(&b.0));
+        for (name, c) in kube_sorted {
+            let id = &c.access_key_id;
+            if let Some(first) = kube_keys.get(id) {
+                // Two Secrets claim one key: keep the first by name, deterministically.
+                if s.warned.insert(format!("kube:{id}")) {
+                    tracing::warn!(
+                        access_key_id = %id, kept = %first, ignored = %name,
+                        "two internal Secrets carry the same access key; keeping the first by name"
+                    );
+                }
+                continue;
+            }
+            kube_keys.insert(id.clone(), name.clone());
+            if merged.insert(id.clone(), c.clone()).is_some() && s.warned.insert(id.clone()) {
+                tracing::warn!(
+                    access_key_id = %id, secret = %name,
+                    "access key exists in Kubernetes and in SQLite; the Kubernetes Secret wins"
+                );
+            }
+        }
+        self.metrics
+            .cache_credentials
+            .with_label_values(&[Source::Sqlite.as_str()])
+            .set(sqlite_len as i64);
+        self.metrics
+            .cache_credentials
+            .with_label_values(&[Source::Kubernetes.as_str()])
+            .set(kube_keys.len() as i64);
+        self.metrics
+            .cache_credentials
+            .with_label_values(&["merged"])
+            .set(merged.len() as i64);
+        let next = Snapshot::from_credentials(merged);
+        if next.version != self.handle.load().version {
+            tracing::info!(
+                version = format_args!("{:016x}", next.version),
+                credentials = next.credentials.len(),
+                "credential snapshot updated"
+            );
+            self.handle.store(next);
+        }
+    }
+
+    /// Records the outcome of one load or sync of `source`.
+    pub fn record_sync(&self, source: Source, ok: bool, now: i64) {
+        let label = [source.as_str()];
+        self.metrics
+            .store_synced
+            .with_label_values(&label)
+            .set(i64::from(ok));
+        if ok {
+            self.metrics
+                .store_last_sync
+                .with_label_values(&label)
+                .set(now);
+        } else {
+            self.metrics
+                .store_sync_errors
+                .with_label_values(&label)
+                .inc();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bucketgate_core::credential::Scope;
+
+    fn cred(id: &str, secret: &str, bucket: &str) -> Credential {
+        Credential::new(id, secret, vec![Scope::new("main", bucket)])
+    }
+
+    #[test]
+    fn version_follows_content() {
+        let mut a = HashMap::new();
+        a.insert("K1".to_owned(), cred("K1", "s", "alpha"));
+        a.insert("K2".to_owned(), cred("K2", "t", "beta"));
+        let v = content_version(&a);
+        assert_eq!(v, content_version(&a.clone()));
+        let mut b = a.clone();
+        b.get_mut("K1").unwrap().secret = "other".into();
+        assert_ne!(v, content_version(&b));
+        let mut b = a.clone();
+        b.get_mut("K2").unwrap().expires_at = Some(5);
+        assert_ne!(v, content_version(&b));
+        let mut b = a.clone();
+        b.get_mut("K2").unwrap().disabled = true;
+        assert_ne!(v, content_version(&b));
+        let mut b = a.clone();
+        b.get_mut("K2").unwrap().quota_hard_bytes = Some(0);
+        assert_ne!(v, content_version(&b));
+        let mut b = a.clone();
+        b.remove("K2");
+        assert_ne!(v, content_version(&b));
+        assert_ne!(content_version(&HashMap::new()), v);
+    }
+
+    #[test]
+    fn kubernetes_wins_and_readiness_waits_for_both() {
+        let h = SnapshotHandle::default();
+        let broker = Broker::new(h.clone(), Metrics::new(), true);
+        assert!(matches!(broker.readiness(), Readiness::NotReady(_)));
+        broker.set_sqlite(vec![
+            cred("K1", "from-sqlite", "alpha"),
+            cred("K2", "s2", "beta"),
+        ]);
+        assert!(matches!(broker.readiness(), Readiness::NotReady(m) if m.contains("Kubernetes")));
+        let v1 = h.load().version;
+        assert_eq!(h.load().credentials.len(), 2);
+
+        broker.set_kubernetes(vec![("vc-k1".into(), cred("K1", "from-kube", "gamma"))]);
+        assert_eq!(broker.readiness(), Readiness::Ready);
+        let snap = h.load();
+        assert_ne!(snap.version, v1);
+        assert_eq!(snap.credentials["K1"].secret.expose(), "from-kube");
+        assert_eq!(snap.credentials["K1"].scopes[0].bucket, "gamma");
+        assert_eq!(snap.credentials["K2"].secret.expose(), "s2");
+
+        // Same content: same snapshot object (no new version).
+        let before = h.load();
+        broker.set_kubernetes(vec![("vc-k1".into(), cred("K1", "from-kube", "gamma"))]);
+        assert!(Arc::ptr_eq(&before, &h.load()));
+
+        // The Secret is deleted: the SQLite entry shows through again.
+        broker.set_kubernetes(vec![]);
+        assert_eq!(h.load().credentials["K1"].secret.expose(), "from-sqlite");
+    }
+
+    #[test]
+    fn duplicate_secrets_keep_the_first_by_name() {
+        let h = SnapshotHandle::default();
+        let broker = Broker::new(h.clone(), Metrics::new(), false);
+        broker.set_sqlite(vec![]);
+        broker.set_kubernetes(vec![
+            ("vc-b".into(), cred("K", "second", "x")),
+            ("vc-a".into(), cred("K", "first", "x")),
+        ]);
+        assert_eq!(h.load().credentials["K"].secret.expose(), "first");
     }
 }

@@ -42,6 +42,13 @@ pub use service::{AdminSource, Clock, Service, SystemClock};
 use crate::broker::SnapshotHandle;
 use crate::metrics::Metrics;
 
+/// The broker's refreshed upstream credentials.
+impl AdminSource for crate::upstream::AdminCredentialsHandle {
+    fn current(&self, backend: &str) -> Option<bucketgate_core::resign::AdminCredentials> {
+        crate::upstream::AdminCredentialsHandle::current(self, backend)
+    }
+}
+
 /// What can go wrong running the ext_authz service (never per request:
 /// every request failure is an S3 error answered to the client).
 #[derive(Debug, thiserror::Error)]

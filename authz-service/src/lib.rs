@@ -2,12 +2,23 @@
 //!
 //! Module ownership (kept disjoint so the pieces can grow independently):
 //! - `broker`: the merged credential snapshot every consumer reads
-//!   ([`broker::SnapshotHandle`]), fed by the SQLite store and the
-//!   Kubernetes reflector.
+//!   ([`broker::SnapshotHandle`]), fed by the SQLite store ([`store`],
+//!   polled by [`store::sync`]) and the Kubernetes reflector
+//!   ([`kube_source`]); Kubernetes wins on a collision.
+//! - `upstream`: upstream admin credentials per backend
+//!   ([`upstream::AdminCredentialsHandle`]).
+//! - `admin`: the HTTP server (feed for the WASM filter, health, readiness,
+//!   metrics); `cli`, `config`: the command line and the service config.
 //! - `metrics`: the one Prometheus registry served at `/metrics`.
 //! - `ext_authz`: the Envoy ext_authz gRPC data plane over
 //!   `bucketgate_core::gateway` (reads the snapshot, writes check metrics).
 
+pub mod admin;
 pub mod broker;
+pub mod cli;
+pub mod config;
 pub mod ext_authz;
+pub mod kube_source;
 pub mod metrics;
+pub mod store;
+pub mod upstream;

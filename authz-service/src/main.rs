@@ -1,160 +1,222 @@
-//! `bucketgate-authz`: see the crate docs.
+//! `bucketgate-authz`: wiring only (see the crate docs). `serve` runs the
+//! broker; `creds …` manages the SQLite store.
 
-// ---------------------------------------------------------------------------
-// TEMPORARY (ext_authz branch): a minimal `serve` that loads credentials and
-// backend admin keys from a static feed-format JSON file into a Snapshot and
-// serves ext_authz (plus /metrics) until SIGTERM/Ctrl-C. To be replaced by
-// the broker's `serve` subcommand, which calls `ext_authz::serve` with its
-// live snapshot. Used by tests/e2e and `make demo MODE=ext-authz`.
-//
-//   bucketgate-authz serve --ext-authz-listen 127.0.0.1:9191 \
-//       --ext-authz-config authz.json --static-credentials feed.json \
-//       [--metrics-listen 127.0.0.1:9192]
-// ---------------------------------------------------------------------------
-
-use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use bucketgate_authz::broker::{Snapshot, SnapshotHandle};
-use bucketgate_authz::ext_authz::{self, AdminSource};
+use anyhow::{Context, bail};
+use bucketgate_authz::admin::{self, AppState};
+use bucketgate_authz::broker::{Broker, SnapshotHandle};
+use bucketgate_authz::cli::{Cli, Command, ServeArgs};
+use bucketgate_authz::config::{FEED_TOKEN_ENV, MIN_FEED_TOKEN_LEN, ServiceConfig};
 use bucketgate_authz::metrics::Metrics;
-use bucketgate_core::feed::FeedSnapshot;
-use bucketgate_core::resign::AdminCredentials;
+use bucketgate_authz::store::seal::{KEY_ENV, Sealer};
+use bucketgate_authz::store::{self, Store};
+use bucketgate_authz::{cli, ext_authz, kube_source, upstream};
+use bucketgate_core::SecretKey;
+use clap::Parser;
+use tokio::sync::watch;
 
-struct StaticArgs {
-    listen: SocketAddr,
-    config: String,
-    credentials: String,
-    metrics: Option<SocketAddr>,
-}
-
-fn parse_args(args: &[String]) -> Result<StaticArgs, String> {
-    let mut listen = None;
-    let mut config = None;
-    let mut credentials = None;
-    let mut metrics = None;
-    let mut it = args.iter();
-    while let Some(flag) = it.next() {
-        let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
-        let addr = || {
-            value
-                .parse::<SocketAddr>()
-                .map_err(|e| format!("{flag}: {e}"))
-        };
-        match flag.as_str() {
-            "--ext-authz-listen" => listen = Some(addr()?),
-            "--metrics-listen" => metrics = Some(addr()?),
-            "--ext-authz-config" => config = Some(value.clone()),
-            "--static-credentials" => credentials = Some(value.clone()),
-            other => return Err(format!("unknown flag {other}")),
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let serving = matches!(cli.command, Command::Serve(_));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(if serving { "info" } else { "warn" })
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bucketgate-authz: {e:#}");
+            ExitCode::FAILURE
         }
     }
-    Ok(StaticArgs {
-        listen: listen.ok_or("--ext-authz-listen is required")?,
-        config: config.ok_or("--ext-authz-config is required")?,
-        credentials: credentials.ok_or("--static-credentials is required")?,
-        metrics,
-    })
 }
 
-/// Admin keys from the static feed file (the broker's handle replaces it).
-struct FeedAdmins(Vec<(String, AdminCredentials)>);
-
-impl AdminSource for FeedAdmins {
-    fn current(&self, backend: &str) -> Option<AdminCredentials> {
-        self.0
-            .iter()
-            .find(|(name, _)| name == backend)
-            .map(|(_, c)| c.clone())
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let mut config = match &cli.config {
+        Some(p) => ServiceConfig::load(p).map_err(anyhow::Error::msg)?,
+        None => ServiceConfig::default(),
+    };
+    if let Some(db) = cli.database {
+        config.database = db;
+    }
+    if let Some(k) = cli.key_file {
+        config.key_file = Some(k);
+    }
+    match cli.command {
+        Command::Creds(cmd) => {
+            let mut store = open_store(&config)?;
+            cli::run_creds(cmd, &mut store, unix_now(), &mut std::io::stdout().lock())
+        }
+        Command::Serve(args) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+            .block_on(serve(config, args)),
     }
 }
 
-async fn serve_static(args: StaticArgs) -> Result<(), String> {
-    let read = |p: &str| std::fs::read(p).map_err(|e| format!("{p}: {e}"));
-    let config = ext_authz::Config::from_json(&read(&args.config)?).map_err(|e| e.to_string())?;
-    let feed = FeedSnapshot::parse(&read(&args.credentials)?)?;
-    let snapshot = SnapshotHandle::new(Snapshot {
-        version: 1,
-        credentials: feed.credential_map(),
-    });
-    let admins = FeedAdmins(
-        feed.backends
-            .iter()
-            .map(|b| (b.name.clone(), b.admin_credentials()))
-            .collect(),
-    );
-    let metrics = Metrics::new();
-    if let Some(addr) = args.metrics {
-        let m = metrics.clone();
-        let app = axum::Router::new().route(
-            "/metrics",
-            axum::routing::get(move || {
-                let m = m.clone();
-                async move { m.render() }
-            }),
-        );
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| format!("{addr}: {e}"))?;
-        tokio::spawn(async move { axum::serve(listener, app).await });
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+fn open_store(config: &ServiceConfig) -> anyhow::Result<Store> {
+    let env_key = std::env::var(KEY_ENV).ok();
+    let sealer = Sealer::load(env_key.as_deref(), &config.key_file())?;
+    let store = Store::open(&config.database, sealer)
+        .with_context(|| format!("opening the credential store {}", config.database.display()))?;
+    Ok(store)
+}
+
+fn feed_token(config: &ServiceConfig) -> anyhow::Result<Option<SecretKey>> {
+    let token = match &config.feed.token_file {
+        Some(p) => Some(
+            std::fs::read_to_string(p)
+                .with_context(|| format!("feed token file {}", p.display()))?
+                .trim()
+                .to_owned(),
+        ),
+        None => std::env::var(FEED_TOKEN_ENV).ok(),
+    };
+    match token {
+        None => Ok(None),
+        Some(t) if t.len() < MIN_FEED_TOKEN_LEN => {
+            bail!("the feed token must be at least {MIN_FEED_TOKEN_LEN} characters")
+        }
+        Some(t) => Ok(Some(SecretKey::new(t))),
     }
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .map_err(|e| format!("{}: {e}", args.listen))?;
-    tracing::info!("ext_authz listening on {}", args.listen);
-    let service = ext_authz::Service::with_admin(config, snapshot, metrics, admins);
-    ext_authz::serve_on(listener, service, shutdown_signal())
-        .await
-        .map_err(|e| e.to_string())
+}
+
+/// Resolves when `stop` turns true (or its sender is gone).
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
 }
 
 async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {},
-            _ = term.recv() => {},
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
         }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.split_first() {
-        Some((cmd, rest)) if cmd == "serve" => {
-            let parsed = match parse_args(rest) {
-                Ok(a) => a,
-                Err(e) => {
-                    eprintln!("bucketgate-authz serve: {e}");
-                    return ExitCode::from(2);
-                }
-            };
-            match serve_static(parsed).await {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("bucketgate-authz: {e}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
-        _ => {
-            eprintln!(
-                "usage: bucketgate-authz serve --ext-authz-listen ADDR --ext-authz-config FILE --static-credentials FILE [--metrics-listen ADDR]"
-            );
-            ExitCode::from(2)
-        }
+async fn serve(mut config: ServiceConfig, args: ServeArgs) -> anyhow::Result<()> {
+    if let Some(a) = args.http_listen {
+        config.http_listen = a;
     }
+    if args.kube {
+        config.kubernetes.enabled = true;
+    }
+    if let Some(ns) = args.kube_namespace {
+        config.kubernetes.namespace = Some(ns);
+    }
+    if let Some(ms) = args.store_poll_ms {
+        config.store_poll_ms = ms;
+    }
+    config.validate().map_err(anyhow::Error::msg)?;
+
+    let metrics = Metrics::new();
+    let snapshot = SnapshotHandle::default();
+    let broker = Broker::new(snapshot.clone(), metrics.clone(), config.kubernetes.enabled);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
+
+    // Credential sources: SQLite always, Kubernetes when enabled.
+    let store = open_store(&config)?;
+    tracing::info!(path = %config.database.display(), schema = store.schema_version()?,
+        "credential store open");
+    tasks.spawn(store::sync::run(
+        store,
+        broker.clone(),
+        Duration::from_millis(config.store_poll_ms),
+        stop_rx.clone(),
+    ));
+    if config.kubernetes.enabled {
+        let client = kube::Client::try_default()
+            .await
+            .context("Kubernetes client (--kube)")?;
+        let api = match &config.kubernetes.namespace {
+            Some(ns) => kube::Api::namespaced(client, ns),
+            None => kube::Api::default_namespaced(client),
+        };
+        tasks.spawn(kube_source::run(
+            api,
+            config.kubernetes.label_selector.clone(),
+            broker.clone(),
+            stop_rx.clone(),
+        ));
+    }
+
+    // Upstream admin credentials per backend.
+    let upstream_creds = upstream::start(
+        &config.backends,
+        &|k| std::env::var(k).ok(),
+        stop_rx.clone(),
+    )
+    .await?;
+
+    // Feed, health, readiness, metrics.
+    let listener = tokio::net::TcpListener::bind(config.http_listen)
+        .await
+        .with_context(|| format!("binding {}", config.http_listen))?;
+    tracing::info!(addr = %listener.local_addr()?, "HTTP listening (feed, /healthz, /readyz, /metrics)");
+    let state = AppState {
+        broker: broker.clone(),
+        upstream: upstream_creds.clone(),
+        metrics: metrics.clone(),
+        feed_token: feed_token(&config)?,
+    };
+    if state.feed_token.is_none() {
+        tracing::warn!("no feed token ({FEED_TOKEN_ENV} or feed.token_file): the feed is off");
+    }
+    let http_stop = stopped(stop_rx.clone());
+    tasks.spawn(async move {
+        if let Err(e) = admin::serve(listener, state, http_stop).await {
+            tracing::error!(error = %e, "HTTP server failed");
+        }
+    });
+
+    // Envoy ext_authz gRPC server: the live snapshot, the refreshed admin
+    // credentials, the `ext_authz` section of the config.
+    if let Some(addr) = args.grpc_listen {
+        let section = config
+            .ext_authz
+            .as_ref()
+            .context("--grpc-listen needs an `ext_authz` section in the config")?;
+        let authz = ext_authz::Config::from_value(section)?;
+        let service = ext_authz::Service::with_admin(
+            authz,
+            snapshot.clone(),
+            metrics.clone(),
+            upstream_creds.clone(),
+        );
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding {addr}"))?;
+        tracing::info!(addr = %listener.local_addr()?, "ext_authz gRPC listening");
+        let grpc_stop = stopped(stop_rx.clone());
+        tasks.spawn(async move {
+            if let Err(e) = ext_authz::serve_on(listener, service, grpc_stop).await {
+                tracing::error!(error = %e, "ext_authz server failed");
+            }
+        });
+    }
+
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    while tasks.join_next().await.is_some() {}
+    Ok(())
 }
-// --------------------------- end TEMPORARY --------------------------------

@@ -1,23 +1,101 @@
 //! The service's Prometheus registry (served at `/metrics`).
 //! Extend `Metrics` with new families here; register each once in `new`.
 
-use prometheus::{Registry, TextEncoder};
+use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 
 #[derive(Clone, Debug)]
 pub struct Metrics {
     pub registry: Registry,
-    // ext_authz checks (see CheckMetrics below)
+    // --- broker: cache size and store sync state (src/broker.rs, kube_source.rs) ---
+    /// `bucketgate_cache_credentials{source="sqlite|kubernetes|merged"}`.
+    pub cache_credentials: IntGaugeVec,
+    /// `bucketgate_store_synced{source}`: 1 while the last load/sync worked.
+    pub store_synced: IntGaugeVec,
+    /// `bucketgate_store_last_sync_timestamp_seconds{source}`.
+    pub store_last_sync: IntGaugeVec,
+    /// `bucketgate_store_sync_errors_total{source}`.
+    pub store_sync_errors: IntCounterVec,
+    /// `bucketgate_feed_requests_total{status}`.
+    pub feed_requests: IntCounterVec,
+    // --- end broker ---
+    // --- ext_authz checks (CheckMetrics below) ---
     pub check: CheckMetrics,
 }
 
+fn gauge_vec(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> prometheus::Result<IntGaugeVec> {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
+    registry.register(Box::new(g.clone()))?;
+    Ok(g)
+}
+
+fn counter_vec(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> prometheus::Result<IntCounterVec> {
+    let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+    registry.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
 impl Metrics {
+    /// The registry with every family. The definitions are static, so
+    /// this fails only on a programming error (the tests call it).
+    #[allow(clippy::expect_used)]
     pub fn new() -> Self {
-        let registry = Registry::new_custom(Some("bucketgate".into()), None).unwrap_or_default();
-        Self {
-            // ext_authz checks
-            check: CheckMetrics::register(&registry),
+        Self::try_new().expect("static metric definitions are valid")
+    }
+
+    pub fn try_new() -> prometheus::Result<Self> {
+        let registry = Registry::new_custom(Some("bucketgate".into()), None)?;
+        // --- broker ---
+        let cache_credentials = gauge_vec(
+            &registry,
+            "cache_credentials",
+            "Credentials in the cache, by source (sqlite, kubernetes) and merged",
+            &["source"],
+        )?;
+        let store_synced = gauge_vec(
+            &registry,
+            "store_synced",
+            "1 when the last load of the source succeeded (kubernetes: watch in sync), else 0",
+            &["source"],
+        )?;
+        let store_last_sync = gauge_vec(
+            &registry,
+            "store_last_sync_timestamp_seconds",
+            "Unix time of the last successful load or sync event of the source",
+            &["source"],
+        )?;
+        let store_sync_errors = counter_vec(
+            &registry,
+            "store_sync_errors_total",
+            "Failed loads (sqlite) or watch errors (kubernetes)",
+            &["source"],
+        )?;
+        let feed_requests = counter_vec(
+            &registry,
+            "feed_requests_total",
+            "Feed requests by answer (200, 304, 401, 503)",
+            &["status"],
+        )?;
+        // --- end broker ---
+        let check = CheckMetrics::register(&registry)?; // ext_authz
+        Ok(Self {
             registry,
-        }
+            cache_credentials,
+            store_synced,
+            store_last_sync,
+            store_sync_errors,
+            feed_requests,
+            check,
+        })
     }
 
     /// The text exposition format.
@@ -47,46 +125,34 @@ pub struct CheckMetrics {
 }
 
 impl CheckMetrics {
-    #[allow(clippy::expect_used)] // constant, valid names and buckets: cannot fail
-    fn register(registry: &Registry) -> Self {
-        use prometheus::{HistogramOpts, IntCounterVec, Opts};
-        let checks = IntCounterVec::new(
-            Opts::new(
-                "extauthz_checks_total",
-                "ext_authz checks by S3 operation and decision",
-            ),
+    fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let checks = counter_vec(
+            registry,
+            "extauthz_checks_total",
+            "ext_authz checks by S3 operation and decision",
             &["operation", "decision"],
-        )
-        .expect("valid metric");
-        let denied = IntCounterVec::new(
-            Opts::new("extauthz_denied_total", "ext_authz denials by reason"),
+        )?;
+        let denied = counter_vec(
+            registry,
+            "extauthz_denied_total",
+            "ext_authz denials by reason",
             &["reason"],
-        )
-        .expect("valid metric");
+        )?;
         let duration = prometheus::Histogram::with_opts(
-            HistogramOpts::new(
+            prometheus::HistogramOpts::new(
                 "extauthz_check_duration_seconds",
                 "time spent deciding one ext_authz check",
             )
             .buckets(vec![
                 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 50e-3,
             ]),
-        )
-        .expect("valid metric");
-        for c in [
-            Box::new(checks.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(denied.clone()),
-            Box::new(duration.clone()),
-        ] {
-            if let Err(e) = registry.register(c) {
-                tracing::error!("cannot register ext_authz metrics: {e}");
-            }
-        }
-        Self {
+        )?;
+        registry.register(Box::new(duration.clone()))?;
+        Ok(Self {
             checks,
             denied,
             duration,
-        }
+        })
     }
 
     pub fn checked(&self, operation: &str, decision: &str) {
@@ -99,5 +165,26 @@ impl CheckMetrics {
 
     pub fn observe(&self, elapsed: std::time::Duration) {
         self.duration.observe(elapsed.as_secs_f64());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn families_register_and_render() {
+        let m = Metrics::try_new().unwrap();
+        m.cache_credentials.with_label_values(&["merged"]).set(3);
+        m.store_synced.with_label_values(&["sqlite"]).set(1);
+        let text = m.render();
+        assert!(
+            text.contains("bucketgate_cache_credentials{source=\"merged\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("bucketgate_store_synced{source=\"sqlite\"} 1"),
+            "{text}"
+        );
     }
 }

@@ -32,6 +32,9 @@ struct Raw {
     /// Stable CreationDate of synthesised ListBuckets entries (RFC 3339).
     #[serde(default)]
     bucket_creation_date: Option<String>,
+    /// Live credentials from the broker (see `feed.rs`).
+    #[serde(default)]
+    feed: Option<crate::feed::RawFeed>,
 }
 
 #[derive(Deserialize, Default)]
@@ -96,7 +99,7 @@ struct RawCredential {
 }
 
 /// The validated configuration.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Config {
     pub gateway: Gateway,
     /// Envoy cluster per backend, indexed like `gateway.backends`.
@@ -104,6 +107,8 @@ pub struct Config {
     pub credentials: HashMap<String, Credential>,
     pub limits: LimiterConfig,
     pub read_sample_rate: f64,
+    /// Where to poll the broker's feed; `None`: static credentials only.
+    pub feed: Option<crate::feed::FeedSettings>,
 }
 
 /// Parses and validates the plugin configuration.
@@ -206,6 +211,10 @@ pub fn parse(json: &[u8]) -> Result<Config, String> {
         per_key_rps: raw.s3_proxy.per_key_rps,
         ..LimiterConfig::default()
     };
+    let feed = raw
+        .feed
+        .map(crate::feed::FeedSettings::validate)
+        .transpose()?;
     Ok(Config {
         gateway: Gateway {
             verifier: Verifier::new(raw.region),
@@ -220,6 +229,7 @@ pub fn parse(json: &[u8]) -> Result<Config, String> {
         credentials,
         limits,
         read_sample_rate: raw.audit.read_sample_rate,
+        feed,
     })
 }
 

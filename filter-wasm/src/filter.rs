@@ -23,6 +23,7 @@ use proxy_wasm::types::{
 };
 
 use crate::config::{self, Config};
+use crate::feed::host::{Poller, SharedView, View};
 
 /// The header the route's `cluster_header` reads to pick the backend cluster.
 pub const CLUSTER_HEADER: &str = "x-bucketgate-cluster";
@@ -64,6 +65,9 @@ pub struct Root {
     config: Option<Rc<Config>>,
     cache: Rc<KeyCache>,
     metrics: Rc<Metrics>,
+    /// The config with the latest feed snapshot applied (feed.rs).
+    view: Option<SharedView>,
+    poller: Option<Poller>,
 }
 
 impl Default for Root {
@@ -73,11 +77,25 @@ impl Default for Root {
             config: None,
             cache: Rc::new(KeyCache::default()),
             metrics: Rc::new(Metrics::default()),
+            view: None,
+            poller: None,
         }
     }
 }
 
-impl Context for Root {}
+impl Context for Root {
+    fn on_http_call_response(
+        &mut self,
+        token: u32,
+        _headers: usize,
+        body_size: usize,
+        _trailers: usize,
+    ) {
+        if let Some(p) = self.poller.as_mut() {
+            p.on_response(token, body_size);
+        }
+    }
+}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
@@ -107,7 +125,17 @@ impl RootContext for Root {
                     c.gateway.backends.len(),
                     c.credentials.len()
                 );
-                self.config = Some(Rc::new(c));
+                let c = Rc::new(c);
+                self.view = Some(Rc::new(RefCell::new(View::new(c.clone()))));
+                if let Some(settings) = c.feed.clone() {
+                    let poller = Poller::new(settings);
+                    if hostcalls::set_tick_period(poller.tick_period()).is_err() {
+                        log::error!("bucketgate: cannot start the feed tick");
+                        return false;
+                    }
+                    self.poller = Some(poller);
+                }
+                self.config = Some(c);
                 true
             }
             Err(e) => {
@@ -117,12 +145,22 @@ impl RootContext for Root {
         }
     }
 
+    fn on_tick(&mut self) {
+        if let Some(p) = self.poller.as_mut() {
+            p.tick();
+        }
+    }
+
     fn create_http_context(&self, _id: u32) -> Option<Box<dyn HttpContext>> {
         if self.body_only {
             return Some(Box::new(crate::body_only::BodyOnly::default()));
         }
+        let config = match &self.view {
+            Some(v) => Some(v.borrow_mut().current()),
+            None => self.config.clone(),
+        };
         Some(Box::new(Filter {
-            config: self.config.clone(),
+            config,
             cache: self.cache.clone(),
             metrics: self.metrics.clone(),
             body: None,

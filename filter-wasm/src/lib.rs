@@ -6,6 +6,7 @@
 
 pub mod body_only;
 pub mod config;
+pub mod feed;
 
 #[cfg(target_arch = "wasm32")]
 mod filter;

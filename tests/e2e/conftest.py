@@ -1,8 +1,9 @@
 """End-to-end harness: a real s3s-fs upstream (it verifies SigV4 under its own
 admin key, so a re-signing bug fails a test) behind a real Envoy 1.40 running
 either data plane: the bucketgate wasm filter (`wasm`) or Envoy's ext_authz
-filter calling the bucketgate-authz gRPC service, with the wasm module in its
-body-only mode for aws-chunked bodies (`ext-authz`). The `gateway` fixture is
+filter calling the bucketgate-authz gRPC service (the broker: keys made with
+its CLI in its SQLite store), with the wasm module in its body-only mode for
+aws-chunked bodies (`ext-authz`). The `gateway` fixture is
 parametrised over both modes, so every end-to-end test runs against each.
 Everything listens on 127.0.0.1 only."""
 
@@ -25,7 +26,7 @@ S3S_FS = CACHE / "tools/bin/s3s-fs"
 WASM = ROOT / "target/wasm32-wasip1/release/bucketgate_filter_wasm.wasm"
 # Signed aws-chunked uploads built with aws-sigv4 (tests/client).
 CLIENT = ROOT / "target/debug/bucketgate-testclient"
-# The ext_authz service (its temporary static `serve`, credentials from a file).
+# The broker + ext_authz service (`serve --grpc-listen`).
 AUTHZ = ROOT / "target/debug/bucketgate-authz"
 MODES = ["wasm", "ext-authz"]
 
@@ -87,8 +88,12 @@ def wait_for_port(port, seconds=15):
 
 class Gateway:
     def __init__(self, endpoint, admin, access_log, upstream, data, tls_endpoint=None, ca=None, mode="wasm",
-                 metrics_url=None, procs=None):
+                 metrics_url=None, procs=None, secrets=None, authz_cmd=None):
         self.mode = mode
+        # Access key -> secret: TENANTS' for the filter, the broker's for ext_authz.
+        self.secrets = secrets if secrets is not None else {k: s for k, (s, _, _) in TENANTS.items()}
+        # How to start the authz service again (fault tests).
+        self.authz_cmd = authz_cmd
         self.metrics_url = metrics_url
         self.procs = procs or {}
         self.endpoint = endpoint
@@ -101,7 +106,7 @@ class Gateway:
 
     def client(self, key="AKIATENANTALPHA00001", secret=None, addressing="path", payload_signing=None, tls=False,
                **config):
-        secret = secret if secret is not None else TENANTS[key][0]
+        secret = secret if secret is not None else self.secrets[key]
         s3 = {"addressing_style": addressing}
         if payload_signing is not None:
             s3["payload_signing_enabled"] = payload_signing
@@ -126,6 +131,9 @@ class Gateway:
             config=Config(s3={"addressing_style": "path"}),
         )
 
+    def secret(self, key):
+        return self.secrets[key]
+
     def metrics(self):
         """The data plane's Prometheus text: Envoy's stats for the filter,
         the authz service's /metrics for ext_authz."""
@@ -143,10 +151,43 @@ class Gateway:
             time.sleep(0.2)
 
 
-def rfc3339_to_unix(value):
-    import datetime
+STORE_KEY = "e2e store key: at least thirty-two characters long"
 
-    return int(datetime.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp())
+
+def create_tenants(config, env):
+    """Makes every TENANTS key in the broker's store with its CLI (the
+    broker generates the secrets); disables and expires the keys that say
+    so. Returns access key -> secret."""
+    def cli(*args):
+        return subprocess.run([str(AUTHZ), "--config", str(config), "creds", *args], env=env, check=True,
+                              capture_output=True, text=True).stdout
+
+    secrets = {}
+    for key, (_, scopes, extra) in TENANTS.items():
+        args = ["create", "--json", "--access-key-id", key]
+        for b in scopes:
+            args += ["--bucket", f"local:{b}"]
+        if "rps" in extra:
+            args += ["--rps", str(extra["rps"])]
+        secrets[key] = json.loads(cli(*args))["secret_access_key"]
+        if extra.get("disabled"):
+            cli("disable", key)
+        if "expires_at" in extra:
+            # Rotation with no overlap expires the old key now.
+            cli("rotate", key, "--overlap", "0")
+    return secrets
+
+
+def wait_ready(url, seconds=20):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(url, timeout=1).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not become ready")
 
 
 def launch(work, mode, start_authz=True, envoy_config=None):
@@ -182,6 +223,8 @@ def launch(work, mode, start_authz=True, envoy_config=None):
               "--admin-port", str(admin_port), "--access-log", str(access_log), "--tls-cert", str(cert),
               "--tls-key", str(key), "--tls-port", str(tls_port)]
     metrics_url = f"http://127.0.0.1:{admin_port}/stats/prometheus"
+    secrets = {k: s for k, (s, _, _) in TENANTS.items()}
+    authz_cmd = None
     if mode == "wasm":
         plugin = {
             **settings,
@@ -195,29 +238,27 @@ def launch(work, mode, start_authz=True, envoy_config=None):
         (work / "plugin.json").write_text(json.dumps(plugin))
         render += ["--plugin-config", str(work / "plugin.json")]
     else:
-        authz_port, authz_metrics = free_port(), free_port()
-        # Gateway settings without keys; tenants and the admin key in the
-        # broker's feed format (what the broker's snapshot will hold).
-        (work / "authz.json").write_text(json.dumps({**settings, "backends": [backend]}))
-        feed = {
-            "version": "e2e",
-            "credentials": [
-                {"access_key_id": k, "secret_access_key": s, "scopes": [{"backend": "local", "bucket": b} for b in scopes],
-                 **{n: (rfc3339_to_unix(v) if n == "expires_at" else v) for n, v in extra.items()}}
-                for k, (s, scopes, extra) in TENANTS.items()
-            ],
-            "backends": [{"name": "local", "access_key_id": ADMIN_KEY, "secret_access_key": ADMIN_SECRET}],
-        }
-        (work / "feed.json").write_text(json.dumps(feed))
+        authz_port, http_port = free_port(), free_port()
+        # The broker as deployed: SQLite store (keys made with its CLI),
+        # admin key from its config, ext_authz on --grpc-listen.
+        (work / "authz.json").write_text(json.dumps({
+            "database": str(work / "credentials.db"),
+            "http_listen": f"127.0.0.1:{http_port}",
+            "store_poll_ms": 100,
+            "backends": [{"name": "local", "credentials": {
+                "source": "static", "access_key_id": ADMIN_KEY, "secret_access_key": ADMIN_SECRET}}],
+            "ext_authz": {**settings, "backends": [backend]},
+        }))
+        env = {**os.environ, "STOWAGE_SECRET_KEY": STORE_KEY}
         if start_authz:
-            procs["authz"] = subprocess.Popen(
-                [str(AUTHZ), "serve", "--ext-authz-listen", f"127.0.0.1:{authz_port}",
-                 "--ext-authz-config", str(work / "authz.json"), "--static-credentials", str(work / "feed.json"),
-                 "--metrics-listen", f"127.0.0.1:{authz_metrics}"],
-                stdout=open(work / "authz.log", "w"), stderr=subprocess.STDOUT,
-            )
+            secrets.update(create_tenants(work / "authz.json", env))
+            cmd = [str(AUTHZ), "--config", str(work / "authz.json"), "serve", "--grpc-listen",
+                   f"127.0.0.1:{authz_port}"]
+            procs["authz"] = subprocess.Popen(cmd, env=env, stdout=open(work / "authz.log", "w"),
+                                              stderr=subprocess.STDOUT)
+            authz_cmd = (cmd, env)
         render += ["--mode", "ext-authz", "--authz", f"127.0.0.1:{authz_port}"]
-        metrics_url = f"http://127.0.0.1:{authz_metrics}/metrics"
+        metrics_url = f"http://127.0.0.1:{http_port}/metrics"
     cfg = json.loads(subprocess.run(render, check=True, capture_output=True, text=True).stdout)
     if envoy_config is not None:
         envoy_config(cfg)
@@ -229,11 +270,12 @@ def launch(work, mode, start_authz=True, envoy_config=None):
     )
     gw = Gateway(f"http://127.0.0.1:{gw_port}", f"http://127.0.0.1:{admin_port}", access_log,
                  f"http://127.0.0.1:{s3_port}", data, tls_endpoint=f"https://127.0.0.1:{tls_port}", ca=cert,
-                 mode=mode, metrics_url=metrics_url, procs=procs)
+                 mode=mode, metrics_url=metrics_url, procs=procs, secrets=secrets, authz_cmd=authz_cmd)
     try:
         wait_for(f"http://127.0.0.1:{s3_port}/")
         wait_for(f"http://127.0.0.1:{admin_port}/ready")
         if "authz" in procs:
+            wait_ready(f"http://127.0.0.1:{http_port}/readyz")
             wait_for_port(authz_port)
     except Exception:
         stop(procs)

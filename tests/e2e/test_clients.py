@@ -17,7 +17,7 @@ import requests
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
 
-from conftest import REGION, ROOT, TENANTS
+from conftest import REGION, ROOT
 
 SDK = ROOT / "target/debug/bucketgate-sdkclient"
 AWSCLI = pathlib.Path("/usr/bin/aws")  # Debian's awscli v2, not a PyPI v1 on PATH
@@ -40,7 +40,7 @@ def write_random(path, size):
 def sdk(gateway, op, *args, key=ALPHA, secret=None):
     if not SDK.exists():
         pytest.fail(f"{SDK} is missing: run `make test`")
-    secret = secret if secret is not None else TENANTS[key][0]
+    secret = secret if secret is not None else gateway.secret(key)
     out = subprocess.run(
         [str(SDK), gateway.endpoint, key, secret, REGION, op, *map(str, args)],
         capture_output=True, text=True, timeout=300,
@@ -169,7 +169,7 @@ def awscli(gateway, tmp_path, tls, *args, key=ALPHA, check=True):
         "PATH": os.environ["PATH"],
         "HOME": str(home),
         "AWS_ACCESS_KEY_ID": key,
-        "AWS_SECRET_ACCESS_KEY": TENANTS[key][0],
+        "AWS_SECRET_ACCESS_KEY": gateway.secret(key),
         "AWS_DEFAULT_REGION": REGION,
         "AWS_CONFIG_FILE": str(home / "config"),
         "AWS_SHARED_CREDENTIALS_FILE": str(home / "credentials"),

@@ -10,7 +10,7 @@ import subprocess
 import pytest
 from botocore.exceptions import ClientError
 
-from conftest import CLIENT, TENANTS, launch, stop
+from conftest import CLIENT, launch, stop, wait_for_port
 
 KEY = "AKIATENANTALPHA00001"
 
@@ -52,17 +52,15 @@ def test_authz_killed_then_restarted(stack):
     s3 = stack.client()
     s3.put_object(Bucket="alpha", Key="before", Body=b"ok")
     authz = stack.procs["authz"]
-    args = authz.args
+    cmd, env = stack.authz_cmd
     authz.terminate()
     authz.wait(timeout=10)
     assert status_of(lambda: s3.put_object(Bucket="alpha", Key="while-down", Body=b"x")) == 503
     assert status_of(lambda: s3.get_object(Bucket="alpha", Key="before")) == 503
     assert stored(stack, "alpha") == ["before"]
     # The same service back on the same port: traffic flows again.
-    stack.procs["authz"] = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    from conftest import wait_for_port
-
-    wait_for_port(int(args[args.index("--ext-authz-listen") + 1].rsplit(":", 1)[1]))
+    stack.procs["authz"] = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    wait_for_port(int(cmd[cmd.index("--grpc-listen") + 1].rsplit(":", 1)[1]))
     s3.put_object(Bucket="alpha", Key="after", Body=b"ok")
     assert stored(stack, "alpha") == ["after", "before"]
 
@@ -96,7 +94,7 @@ def test_body_resigner_refuses_a_signed_stream_without_hand_off(tmp_path, mode):
     try:
         addr = gw.endpoint.removeprefix("http://")
         out = subprocess.run(
-            [str(CLIENT), addr, "alpha", "no-handoff", KEY, TENANTS[KEY][0], "100000", "65536", mode, "none"],
+            [str(CLIENT), addr, "alpha", "no-handoff", KEY, gw.secret(KEY), "100000", "65536", mode, "none"],
             check=True, capture_output=True, text=True, timeout=60,
         ).stdout
         assert out.startswith("HTTP/1.1 500"), out

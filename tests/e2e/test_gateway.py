@@ -14,7 +14,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
-from conftest import HOST_SUFFIX, REGION, TENANTS
+from conftest import HOST_SUFFIX, REGION
 
 
 def error_of(call):
@@ -118,7 +118,7 @@ def test_expired_presigned_url_is_401(gateway):
     ids=["wrong_secret", "unknown_key", "expired", "disabled"],
 )
 def test_authentication_failures_are_401(gateway, key, secret, expected):
-    s3 = gateway.client(key, secret if secret is not None else TENANTS.get(key, ("x",))[0])
+    s3 = gateway.client(key, secret if secret is not None else gateway.secrets.get(key, "x"))
     assert error_of(lambda: s3.get_object(Bucket="alpha", Key="anything")) == expected
 
 
@@ -157,10 +157,10 @@ def test_per_key_rate_limit_answers_429_with_retry_after(gateway):
     assert retry_after is not None and int(retry_after) >= 1
 
 
-def signed_request(method, url, host, key, body=b""):
+def signed_request(gateway, method, url, host, key, body=b""):
     """Signs with botocore's own SigV4 signer (the oracle), for a Host that
     differs from the address we connect to."""
-    secret = TENANTS[key][0]
+    secret = gateway.secret(key)
     req = AWSRequest(method=method, url=url, data=body, headers={"Host": host})
     req.context["payload_signing_enabled"] = True
     botocore.auth.S3SigV4Auth(Credentials(key, secret), "s3", REGION).add_auth(req)
@@ -170,11 +170,11 @@ def signed_request(method, url, host, key, body=b""):
 def test_virtual_hosted_style_requests(gateway):
     port = gateway.endpoint.rsplit(":", 1)[1]
     host = f"alpha.{HOST_SUFFIX}:{port}"
-    r = signed_request("PUT", f"{gateway.endpoint}/vhost/obj.txt", host, "AKIATENANTALPHA00001", b"virtual hosted")
+    r = signed_request(gateway, "PUT", f"{gateway.endpoint}/vhost/obj.txt", host, "AKIATENANTALPHA00001", b"virtual hosted")
     assert r.status_code == 200, r.text
-    r = signed_request("GET", f"{gateway.endpoint}/vhost/obj.txt", host, "AKIATENANTALPHA00001")
+    r = signed_request(gateway, "GET", f"{gateway.endpoint}/vhost/obj.txt", host, "AKIATENANTALPHA00001")
     assert r.status_code == 200 and r.content == b"virtual hosted"
-    r = signed_request("GET", f"{gateway.endpoint}/x", f"beta.{HOST_SUFFIX}:{port}", "AKIATENANTALPHA00001")
+    r = signed_request(gateway, "GET", f"{gateway.endpoint}/x", f"beta.{HOST_SUFFIX}:{port}", "AKIATENANTALPHA00001")
     assert r.status_code == 403
 
 

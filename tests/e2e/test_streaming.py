@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from conftest import CLIENT, TENANTS
+from conftest import CLIENT
 
 KEY = "AKIATENANTALPHA00001"
 
@@ -20,7 +20,7 @@ def expected_bytes(size):
 def upload(gateway, key, size, chunk, mode, tamper="none"):
     addr = gateway.endpoint.removeprefix("http://")
     out = subprocess.run(
-        [str(CLIENT), addr, "alpha", key, KEY, TENANTS[KEY][0], str(size), str(chunk), mode, tamper],
+        [str(CLIENT), addr, "alpha", key, KEY, gateway.secret(KEY), str(size), str(chunk), mode, tamper],
         check=True, capture_output=True, text=True, timeout=60,
     ).stdout
     return out.splitlines()[0] if out else ""

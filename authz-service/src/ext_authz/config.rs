@@ -97,6 +97,12 @@ impl Config {
     pub fn from_json(json: &[u8]) -> Result<Self, Error> {
         parse(json).map_err(Error::Config)
     }
+
+    /// From the `ext_authz` section of the service configuration.
+    pub fn from_value(section: &serde_json::Value) -> Result<Self, Error> {
+        let json = serde_json::to_vec(section).map_err(|e| Error::Config(e.to_string()))?;
+        Self::from_json(&json)
+    }
 }
 
 fn parse(json: &[u8]) -> Result<Config, String> {

@@ -1,0 +1,320 @@
+//! The service configuration: a JSON file (`--config`), every field
+//! optional, command-line flags override it. See `authz-service/README.md`
+//! for an example.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use bucketgate_core::contract::SELECTOR_INTERNAL;
+use serde::Deserialize;
+
+/// Environment variable holding the feed's bearer token.
+pub const FEED_TOKEN_ENV: &str = "BUCKETGATE_FEED_TOKEN";
+/// Shortest accepted feed token.
+pub const MIN_FEED_TOKEN_LEN: usize = 16;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// The SQLite store (created on first start).
+    #[serde(default = "default_database")]
+    pub database: PathBuf,
+    /// The store key file, used when `STOWAGE_SECRET_KEY` is unset;
+    /// default `<database>.key`, generated (mode 0600) when missing.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// Feed, health, readiness and metrics.
+    #[serde(default = "default_http_listen")]
+    pub http_listen: SocketAddr,
+    /// How often the SQLite store is checked for changes.
+    #[serde(default = "default_store_poll_ms")]
+    pub store_poll_ms: u64,
+    #[serde(default)]
+    pub feed: FeedConfig,
+    #[serde(default)]
+    pub kubernetes: KubernetesConfig,
+    /// Upstream admin credentials per backend.
+    #[serde(default)]
+    pub backends: Vec<BackendConfig>,
+    /// The ext_authz server's own section (parsed by the `ext_authz` module).
+    #[serde(default)]
+    pub ext_authz: Option<serde_json::Value>,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        Self {
+            database: default_database(),
+            key_file: None,
+            http_listen: default_http_listen(),
+            store_poll_ms: default_store_poll_ms(),
+            feed: FeedConfig::default(),
+            kubernetes: KubernetesConfig::default(),
+            backends: Vec::new(),
+            ext_authz: None,
+        }
+    }
+}
+
+fn default_database() -> PathBuf {
+    PathBuf::from("bucketgate.db")
+}
+
+fn default_http_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9091))
+}
+
+fn default_store_poll_ms() -> u64 {
+    250
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeedConfig {
+    /// File holding the bearer token; else `$BUCKETGATE_FEED_TOKEN`. With
+    /// neither, the feed is off (404).
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesConfig {
+    /// Watch internal Secrets (readiness then waits for the first sync).
+    #[serde(default)]
+    pub enabled: bool,
+    /// The operator namespace; default: the client's (in-cluster) namespace.
+    #[serde(default)]
+    pub namespace: Option<String>,
+    #[serde(default = "default_selector")]
+    pub label_selector: String,
+}
+
+impl Default for KubernetesConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            namespace: None,
+            label_selector: default_selector(),
+        }
+    }
+}
+
+fn default_selector() -> String {
+    SELECTOR_INTERNAL.to_owned()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendConfig {
+    pub name: String,
+    pub credentials: AdminSource,
+    /// Seconds between refreshes of file and AWS-chain credentials (the
+    /// AWS chain also refreshes 5 minutes before the credentials expire).
+    #[serde(default = "default_refresh_secs")]
+    pub refresh_secs: u64,
+}
+
+fn default_refresh_secs() -> u64 {
+    300
+}
+
+/// Where a backend's admin credentials come from.
+#[derive(Deserialize)]
+#[serde(tag = "source", rename_all = "snake_case", deny_unknown_fields)]
+pub enum AdminSource {
+    /// In the config file itself.
+    Static {
+        access_key_id: String,
+        secret_access_key: String,
+        #[serde(default)]
+        session_token: Option<String>,
+    },
+    /// From environment variables (read at start).
+    Env {
+        #[serde(default = "default_akid_var")]
+        access_key_id_var: String,
+        #[serde(default = "default_secret_var")]
+        secret_access_key_var: String,
+        #[serde(default)]
+        session_token_var: Option<String>,
+    },
+    /// From files, e.g. a mounted Secret (re-read on every refresh).
+    Files {
+        access_key_id_file: PathBuf,
+        secret_access_key_file: PathBuf,
+        #[serde(default)]
+        session_token_file: Option<PathBuf>,
+    },
+    /// The AWS SDK default chain: environment, profile, web identity
+    /// (IRSA), container credentials (ECS, EKS Pod Identity), IMDS.
+    AwsDefaultChain {
+        #[serde(default)]
+        profile: Option<String>,
+        #[serde(default)]
+        region: Option<String>,
+    },
+}
+
+fn default_akid_var() -> String {
+    "AWS_ACCESS_KEY_ID".into()
+}
+
+fn default_secret_var() -> String {
+    "AWS_SECRET_ACCESS_KEY".into()
+}
+
+/// Never prints a secret.
+impl fmt::Debug for AdminSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Static { access_key_id, .. } => f
+                .debug_struct("Static")
+                .field("access_key_id", access_key_id)
+                .finish_non_exhaustive(),
+            Self::Env {
+                access_key_id_var,
+                secret_access_key_var,
+                session_token_var,
+            } => f
+                .debug_struct("Env")
+                .field("access_key_id_var", access_key_id_var)
+                .field("secret_access_key_var", secret_access_key_var)
+                .field("session_token_var", session_token_var)
+                .finish(),
+            Self::Files {
+                access_key_id_file,
+                secret_access_key_file,
+                session_token_file,
+            } => f
+                .debug_struct("Files")
+                .field("access_key_id_file", access_key_id_file)
+                .field("secret_access_key_file", secret_access_key_file)
+                .field("session_token_file", session_token_file)
+                .finish(),
+            Self::AwsDefaultChain { profile, region } => f
+                .debug_struct("AwsDefaultChain")
+                .field("profile", profile)
+                .field("region", region)
+                .finish(),
+        }
+    }
+}
+
+impl ServiceConfig {
+    pub fn parse(json: &[u8]) -> Result<Self, String> {
+        let c: Self = serde_json::from_slice(json).map_err(|e| format!("invalid config: {e}"))?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let raw = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        Self::parse(&raw).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if self.store_poll_ms == 0 {
+            return Err("store_poll_ms must be positive".into());
+        }
+        let mut names = std::collections::HashSet::new();
+        for b in &self.backends {
+            if b.name.is_empty() {
+                return Err("a backend needs a name".into());
+            }
+            if !names.insert(b.name.as_str()) {
+                return Err(format!("backend '{}' is defined twice", b.name));
+            }
+            if b.refresh_secs == 0 {
+                return Err(format!(
+                    "backend '{}': refresh_secs must be positive",
+                    b.name
+                ));
+            }
+            if let AdminSource::Static {
+                access_key_id,
+                secret_access_key,
+                ..
+            } = &b.credentials
+                && (access_key_id.is_empty() || secret_access_key.is_empty())
+            {
+                return Err(format!(
+                    "backend '{}': access_key_id and secret_access_key are required",
+                    b.name
+                ));
+            }
+        }
+        if self.kubernetes.label_selector.trim().is_empty() {
+            return Err("kubernetes.label_selector must not be empty".into());
+        }
+        Ok(())
+    }
+
+    /// The key file: configured, else `<database>.key`.
+    pub fn key_file(&self) -> PathBuf {
+        self.key_file.clone().unwrap_or_else(|| {
+            let mut p = self.database.clone().into_os_string();
+            p.push(".key");
+            PathBuf::from(p)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_full_config() {
+        let c = ServiceConfig::parse(b"{}").unwrap();
+        assert_eq!(c.database, PathBuf::from("bucketgate.db"));
+        assert_eq!(c.key_file(), PathBuf::from("bucketgate.db.key"));
+        assert!(!c.kubernetes.enabled);
+        assert_eq!(c.kubernetes.label_selector, SELECTOR_INTERNAL);
+
+        let c = ServiceConfig::parse(
+            br#"{"database": "/tmp/x.db", "http_listen": "127.0.0.1:1234",
+                "kubernetes": {"enabled": true, "namespace": "ops"},
+                "feed": {"token_file": "/run/token"},
+                "backends": [
+                  {"name": "a", "credentials": {"source": "static", "access_key_id": "AK", "secret_access_key": "very-secret"}},
+                  {"name": "b", "credentials": {"source": "env"}},
+                  {"name": "c", "credentials": {"source": "files", "access_key_id_file": "/k", "secret_access_key_file": "/s"}},
+                  {"name": "d", "credentials": {"source": "aws_default_chain", "profile": "p"}, "refresh_secs": 60}
+                ],
+                "ext_authz": {"anything": 1}}"#,
+        )
+        .unwrap();
+        assert!(c.kubernetes.enabled);
+        assert_eq!(c.backends.len(), 4);
+        assert!(!format!("{c:?}").contains("very-secret"));
+        assert!(matches!(
+            &c.backends[1].credentials,
+            AdminSource::Env { access_key_id_var, .. } if access_key_id_var == "AWS_ACCESS_KEY_ID"
+        ));
+    }
+
+    #[test]
+    fn refuses_bad_configs() {
+        for (json, want) in [
+            (r#"{"nope": 1}"#, "unknown field"),
+            (r#"{"store_poll_ms": 0}"#, "store_poll_ms"),
+            (
+                r#"{"backends": [{"name": "a", "credentials": {"source": "static", "access_key_id": "", "secret_access_key": "s"}}]}"#,
+                "required",
+            ),
+            (
+                r#"{"backends": [{"name": "a", "credentials": {"source": "env"}}, {"name": "a", "credentials": {"source": "env"}}]}"#,
+                "twice",
+            ),
+            (
+                r#"{"backends": [{"name": "a", "credentials": {"source": "magic"}}]}"#,
+                "unknown variant",
+            ),
+        ] {
+            let e = ServiceConfig::parse(json.as_bytes()).unwrap_err();
+            assert!(e.contains(want), "{json}: {e}");
+        }
+    }
+}

@@ -1,0 +1,332 @@
+//! Live credentials from the broker's feed (`GET /v1/feed`, the wire type
+//! `bucketgate_core::feed::FeedSnapshot`).
+//!
+//! One root context at a time polls (an election through shared data, so a
+//! tick costs one request per Envoy, not one per worker), sends the last
+//! version as `If-None-Match`, and stores a new snapshot in shared data
+//! under `bucketgate.feed.body.<version>`, then points
+//! `bucketgate.feed.version` at it (compare-and-swap). Each worker's HTTP
+//! context compares that small version key with what it has parsed and
+//! re-parses only when it changed.
+//!
+//! **Merge order**: the feed wins. A feed credential replaces a static one
+//! with the same access key; static credentials the feed does not name stay.
+//! A backend listed in the feed's `backends` signs with the feed's admin
+//! credentials; other backends keep the plugin config's.
+//!
+//! On failure (broker down, 5xx, bad JSON) the filter keeps its last
+//! snapshot and logs it; with no snapshot ever loaded and no static
+//! credentials, every key is unknown (401): fail closed.
+//!
+//! This file is the pure part (tested natively); `feed/host.rs` does the
+//! hostcalls.
+
+#[cfg(target_arch = "wasm32")]
+pub mod host;
+
+use bucketgate_core::feed::{FEED_PATH, FeedSnapshot};
+use serde::Deserialize;
+
+use crate::config::Config;
+
+/// Shared-data key holding the current version.
+pub const SHARED_VERSION: &str = "bucketgate.feed.version";
+/// Shared-data key prefix of the bodies (`<prefix><version>`).
+pub const SHARED_BODY_PREFIX: &str = "bucketgate.feed.body.";
+/// Shared-data key holding the last poll start (ms, big-endian u64).
+pub const SHARED_POLL: &str = "bucketgate.feed.poll";
+
+/// The plugin config's `feed` object.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawFeed {
+    /// The Envoy cluster that reaches the broker.
+    cluster: String,
+    /// `:authority` of the feed request.
+    #[serde(default = "default_authority")]
+    authority: String,
+    /// The broker's bearer token.
+    token: String,
+    #[serde(default = "default_poll_ms")]
+    poll_ms: u64,
+    #[serde(default = "default_timeout_ms")]
+    timeout_ms: u64,
+}
+
+fn default_authority() -> String {
+    "bucketgate-authz".into()
+}
+
+fn default_poll_ms() -> u64 {
+    1000
+}
+
+fn default_timeout_ms() -> u64 {
+    2000
+}
+
+/// Validated feed settings.
+#[derive(Clone)]
+pub struct FeedSettings {
+    pub cluster: String,
+    pub authority: String,
+    pub token: String,
+    pub poll_ms: u64,
+    pub timeout_ms: u64,
+}
+
+impl std::fmt::Debug for FeedSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FeedSettings")
+            .field("cluster", &self.cluster)
+            .field("authority", &self.authority)
+            .field("poll_ms", &self.poll_ms)
+            .field("timeout_ms", &self.timeout_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FeedSettings {
+    pub(crate) fn validate(raw: RawFeed) -> Result<Self, String> {
+        if raw.cluster.is_empty() || raw.authority.is_empty() {
+            return Err("feed: cluster and authority must not be empty".into());
+        }
+        if raw.token.is_empty() {
+            return Err("feed: token is required".into());
+        }
+        if !(100..=3_600_000).contains(&raw.poll_ms) {
+            return Err("feed: poll_ms must be between 100 and 3600000".into());
+        }
+        if raw.timeout_ms == 0 {
+            return Err("feed: timeout_ms must be positive".into());
+        }
+        Ok(Self {
+            cluster: raw.cluster,
+            authority: raw.authority,
+            token: raw.token,
+            poll_ms: raw.poll_ms,
+            timeout_ms: raw.timeout_ms,
+        })
+    }
+
+    /// Headers of the poll request.
+    pub fn request_headers(&self, etag_version: Option<&str>) -> Vec<(String, String)> {
+        let mut h = vec![
+            (":method".into(), "GET".into()),
+            (":path".into(), FEED_PATH.into()),
+            (":authority".into(), self.authority.clone()),
+            ("authorization".into(), format!("Bearer {}", self.token)),
+            ("accept".into(), "application/json".into()),
+        ];
+        if let Some(v) = etag_version {
+            h.push(("if-none-match".into(), format!("\"{v}\"")));
+        }
+        h
+    }
+}
+
+/// The shared-data key of one version's body.
+pub fn body_key(version: &str) -> String {
+    format!("{SHARED_BODY_PREFIX}{version}")
+}
+
+/// What one poll answered.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PollOutcome {
+    /// A new snapshot (its raw body, already validated).
+    Updated { version: String, body: Vec<u8> },
+    /// 304: nothing changed.
+    Unchanged,
+    /// Anything else; the reason is for the log.
+    Failed(String),
+}
+
+/// Classifies a feed response (`status` is `None` when the call failed
+/// without an answer: connection refused, timeout).
+pub fn classify(status: Option<&str>, body: Option<&[u8]>) -> PollOutcome {
+    match status {
+        None => PollOutcome::Failed("no response (broker unreachable or timed out)".into()),
+        Some("304") => PollOutcome::Unchanged,
+        Some("200") => {
+            let body = body.unwrap_or_default();
+            match FeedSnapshot::parse(body) {
+                Ok(f) if f.version.is_empty() => {
+                    PollOutcome::Failed("feed without a version".into())
+                }
+                Ok(f) => PollOutcome::Updated {
+                    version: f.version,
+                    body: body.to_vec(),
+                },
+                Err(e) => PollOutcome::Failed(e),
+            }
+        }
+        Some(s) => PollOutcome::Failed(format!("HTTP status {s}")),
+    }
+}
+
+/// Whether this root context should start a poll now, given the last poll
+/// start any context recorded. A little slack lets the next tick of any
+/// worker take its turn.
+pub fn due(last_poll_ms: Option<u64>, now_ms: u64, poll_ms: u64) -> bool {
+    match last_poll_ms {
+        None => true,
+        Some(last) => now_ms.saturating_sub(last) >= poll_ms.saturating_sub(poll_ms / 10),
+    }
+}
+
+/// The configuration with the feed applied: feed credentials override
+/// static ones by access key; feed backends override admin credentials by
+/// backend name.
+pub fn apply(base: &Config, feed: &FeedSnapshot) -> Config {
+    let mut c = base.clone();
+    for (id, cred) in feed.credential_map() {
+        c.credentials.insert(id, cred);
+    }
+    for fb in &feed.backends {
+        if let Some(b) = c.gateway.backends.iter_mut().find(|b| b.name == fb.name) {
+            b.credentials = fb.admin_credentials();
+        }
+    }
+    c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bucketgate_core::credential::{Credential, Scope};
+    use bucketgate_core::feed::{FeedBackend, FeedCredential};
+
+    const PLUGIN: &str = r#"{
+        "region": "us-east-1",
+        "backends": [{"name": "local", "cluster": "backend_local", "host": "127.0.0.1:9000",
+                      "region": "us-east-1", "access_key_id": "STATICADMIN", "secret_access_key": "static-admin"},
+                     {"name": "other", "cluster": "backend_other", "host": "127.0.0.1:9001",
+                      "region": "us-east-1", "access_key_id": "OTHERADMIN", "secret_access_key": "other-admin"}],
+        "credentials": [{"access_key_id": "AKIASTATIC", "secret_access_key": "static",
+                         "scopes": [{"backend": "local", "bucket": "a"}]},
+                        {"access_key_id": "AKIABOTH", "secret_access_key": "static-both",
+                         "scopes": [{"backend": "local", "bucket": "a"}]}],
+        "feed": {"cluster": "bucketgate_feed", "token": "tok", "poll_ms": 500}
+    }"#;
+
+    fn feed() -> FeedSnapshot {
+        let both = Credential::new("AKIABOTH", "feed-both", vec![Scope::new("local", "b")]);
+        let only = Credential::new("AKIAFEED", "feed-only", vec![Scope::new("local", "c")]);
+        FeedSnapshot {
+            version: "v1".into(),
+            credentials: vec![FeedCredential::from(&both), FeedCredential::from(&only)],
+            backends: vec![FeedBackend {
+                name: "local".into(),
+                access_key_id: "FEEDADMIN".into(),
+                secret_access_key: "feed-admin".into(),
+                session_token: Some("session".into()),
+            }],
+        }
+    }
+
+    #[test]
+    fn settings_parse_and_validate() {
+        let c = crate::config::parse(PLUGIN.as_bytes()).unwrap();
+        let f = c.feed.as_ref().unwrap();
+        assert_eq!(
+            (
+                f.cluster.as_str(),
+                f.authority.as_str(),
+                f.poll_ms,
+                f.timeout_ms
+            ),
+            ("bucketgate_feed", "bucketgate-authz", 500, 2000)
+        );
+        assert!(!format!("{f:?}").contains("tok\""));
+        let h = f.request_headers(Some("v1"));
+        assert!(h.contains(&(":path".into(), "/v1/feed".into())));
+        assert!(h.contains(&("authorization".into(), "Bearer tok".into())));
+        assert!(h.contains(&("if-none-match".into(), "\"v1\"".into())));
+        assert!(
+            !f.request_headers(None)
+                .iter()
+                .any(|(k, _)| k == "if-none-match")
+        );
+
+        for (bad, want) in [
+            ("\"poll_ms\": 500", "\"poll_ms\": 5"),
+            ("\"token\": \"tok\"", "\"token\": \"\""),
+            ("\"cluster\": \"bucketgate_feed\"", "\"cluster\": \"\""),
+            ("\"poll_ms\": 500", "\"poll_ms\": 500, \"extra\": 1"),
+        ] {
+            assert!(
+                crate::config::parse(PLUGIN.replace(bad, want).as_bytes()).is_err(),
+                "{want}"
+            );
+        }
+    }
+
+    #[test]
+    fn feed_wins_and_static_entries_stay() {
+        let base = crate::config::parse(PLUGIN.as_bytes()).unwrap();
+        let c = apply(&base, &feed());
+        assert_eq!(c.credentials["AKIASTATIC"].secret.expose(), "static");
+        assert_eq!(c.credentials["AKIABOTH"].secret.expose(), "feed-both");
+        assert_eq!(
+            c.credentials["AKIABOTH"].scopes,
+            vec![Scope::new("local", "b")]
+        );
+        assert_eq!(c.credentials["AKIAFEED"].secret.expose(), "feed-only");
+        let local = &c.gateway.backends[0].credentials;
+        assert_eq!(
+            (local.access_key_id.as_str(), local.secret.expose()),
+            ("FEEDADMIN", "feed-admin")
+        );
+        assert_eq!(local.session_token.as_deref(), Some("session"));
+        assert_eq!(
+            c.gateway.backends[1].credentials.access_key_id,
+            "OTHERADMIN"
+        );
+        // The base is untouched: a later feed without AKIAFEED drops it.
+        assert!(!base.credentials.contains_key("AKIAFEED"));
+        let mut smaller = feed();
+        smaller.credentials.pop();
+        assert!(!apply(&base, &smaller).credentials.contains_key("AKIAFEED"));
+    }
+
+    #[test]
+    fn responses_are_classified() {
+        let body = feed().to_json();
+        assert_eq!(
+            classify(Some("200"), Some(body.as_bytes())),
+            PollOutcome::Updated {
+                version: "v1".into(),
+                body: body.clone().into_bytes()
+            }
+        );
+        assert_eq!(classify(Some("304"), None), PollOutcome::Unchanged);
+        for (status, body) in [
+            (None, None),
+            (Some("503"), Some(&b"not ready"[..])),
+            (Some("401"), None),
+            (Some("200"), Some(&b"{\"version\": \"x\""[..])),
+            (Some("200"), None),
+        ] {
+            assert!(
+                matches!(classify(status, body), PollOutcome::Failed(_)),
+                "{status:?}"
+            );
+        }
+        let mut empty = feed();
+        empty.version.clear();
+        assert!(matches!(
+            classify(Some("200"), Some(empty.to_json().as_bytes())),
+            PollOutcome::Failed(_)
+        ));
+    }
+
+    #[test]
+    fn poll_election() {
+        assert!(due(None, 0, 500));
+        assert!(!due(Some(1000), 1200, 500));
+        assert!(due(Some(1000), 1450, 500), "slack of a tenth");
+        assert!(due(Some(1000), 2000, 500));
+        assert!(!due(Some(5000), 1000, 500), "a clock going back waits");
+        assert_eq!(body_key("abc"), "bucketgate.feed.body.abc");
+    }
+}

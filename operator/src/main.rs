@@ -1,0 +1,239 @@
+//! `bucketgate-operator`: `crd` prints the CRDs; `run` starts the controller
+//! (leader-elected, `/metrics`, `/healthz`, `/readyz`); `webhook` serves the
+//! validating admission webhook over TLS. Wiring only: the library does the work.
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::get;
+use bucketgate_core::contract::SELECTOR_INTERNAL;
+use bucketgate_operator::crd::BucketClaim;
+use bucketgate_operator::metrics::Metrics;
+use bucketgate_operator::reconcile::{
+    self, Context, FIELD_MANAGER, Settings, SystemClock, claim_for_secret, os_minter,
+};
+use bucketgate_operator::s3::S3Buckets;
+use bucketgate_operator::webhook::{KubeLookup, Webhook, serve_tls};
+use clap::{Parser, Subcommand};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::{Controller, watcher};
+use kube::{Api, Client};
+
+#[derive(Debug, Parser)]
+#[command(name = "bucketgate-operator", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print the BucketClaim and S3Backend CRDs as YAML (or write them to
+    /// `--out DIR` as bucketclaim.yaml and s3backend.yaml).
+    Crd {
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Run the controller.
+    Run {
+        /// Namespace of internal Secrets, anonymous bindings, admin Secrets and the lease.
+        #[arg(long, env = "POD_NAMESPACE", default_value = "stowage-system")]
+        namespace: String,
+        /// AWS_ENDPOINT_URL written to consumer Secrets.
+        #[arg(
+            long,
+            env = "BUCKETGATE_PROXY_ENDPOINT",
+            default_value = "http://stowage.stowage-system.svc.cluster.local:8090"
+        )]
+        proxy_endpoint: String,
+        /// Address of /metrics, /healthz and /readyz.
+        #[arg(long, default_value = "0.0.0.0:8080")]
+        http: SocketAddr,
+        /// Leader-election identity (the pod name).
+        #[arg(long, env = "POD_NAME", default_value = "bucketgate-operator")]
+        identity: String,
+    },
+    /// Serve the validating admission webhook over TLS.
+    Webhook {
+        #[arg(long, env = "POD_NAMESPACE", default_value = "stowage-system")]
+        namespace: String,
+        #[arg(long, default_value = "0.0.0.0:8443")]
+        listen: SocketAddr,
+        #[arg(long, default_value = "/tls/tls.crt")]
+        cert: PathBuf,
+        #[arg(long, default_value = "/tls/tls.key")]
+        key: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Command::Crd { out } = cli.command {
+        return report(print_crds(out));
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return report(Err(e.into())),
+    };
+    report(rt.block_on(async move {
+        match cli.command {
+            Command::Run {
+                namespace,
+                proxy_endpoint,
+                http,
+                identity,
+            } => run(namespace, proxy_endpoint, http, identity).await,
+            Command::Webhook {
+                namespace,
+                listen,
+                cert,
+                key,
+            } => {
+                let client = Client::try_default().await?;
+                let state = Webhook {
+                    lookup: Arc::new(KubeLookup(client)),
+                    operator_namespace: namespace,
+                };
+                serve_tls(state, listen, cert, key, Duration::from_secs(300)).await?;
+                Ok(())
+            }
+            Command::Crd { .. } => Ok(()),
+        }
+    }))
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+fn report(r: Result<(), BoxError>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn print_crds(out: Option<PathBuf>) -> Result<(), BoxError> {
+    let docs = bucketgate_operator::crd::crd_yaml()?;
+    match out {
+        Some(dir) => {
+            for (file, doc) in bucketgate_operator::crd::CRD_FILES.iter().zip(docs.iter()) {
+                std::fs::write(dir.join(file), doc)?;
+            }
+        }
+        None => print!("{}---\n{}", docs[0], docs[1]),
+    }
+    Ok(())
+}
+
+async fn run(
+    namespace: String,
+    proxy_endpoint: String,
+    http: SocketAddr,
+    identity: String,
+) -> Result<(), BoxError> {
+    let client = Client::try_default().await?;
+    let metrics = Metrics::new()?;
+
+    // Health and metrics, served whether or not this replica leads.
+    let m = metrics.clone();
+    let app = Router::new()
+        .route("/metrics", get(move || async move { m.render() }))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(|| async { "ok" }));
+    let listener = tokio::net::TcpListener::bind(http).await?;
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "metrics server stopped");
+        }
+    });
+
+    // Leader election: only the lease holder runs the controller.
+    let lease = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), "bucketgate-operator")
+        .with_namespace(&namespace)
+        .with_identity(&identity)
+        .with_duration(15)
+        .with_grace(5)
+        .with_field_manager(FIELD_MANAGER)
+        .build()
+        .await?;
+    let (mut leading, lease_task) = lease.watch().await;
+
+    let ctx = Arc::new(Context {
+        recorder: Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: FIELD_MANAGER.into(),
+                instance: Some(identity.clone()),
+            },
+        ),
+        client: client.clone(),
+        settings: Settings {
+            operator_namespace: namespace.clone(),
+            proxy_endpoint,
+        },
+        clock: Arc::new(SystemClock),
+        buckets: Arc::new(S3Buckets),
+        minter: os_minter(),
+        metrics: metrics.clone(),
+    });
+
+    loop {
+        while !*leading.borrow_and_update() {
+            metrics.leader.set(0);
+            tracing::info!("waiting for the leader lease");
+            leading.changed().await?;
+        }
+        metrics.leader.set(1);
+        tracing::info!(%identity, "leading: starting the controller");
+        let mut lost = leading.clone();
+        let stop = async move {
+            while *lost.borrow_and_update() {
+                if lost.changed().await.is_err() {
+                    break;
+                }
+            }
+        };
+        let claims: Api<BucketClaim> = Api::all(client.clone());
+        let consumer: Api<Secret> = Api::all(client.clone());
+        let internal: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+        Controller::new(claims, watcher::Config::default())
+            .owns(
+                consumer,
+                watcher::Config::default().labels(bucketgate_core::contract::SELECTOR_CONSUMER),
+            )
+            .watches(
+                internal,
+                watcher::Config::default().labels(SELECTOR_INTERNAL),
+                |s| claim_for_secret(&s),
+            )
+            .graceful_shutdown_on(stop)
+            .run(reconcile::reconcile, reconcile::error_policy, ctx.clone())
+            .for_each(|r| async move {
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "reconcile");
+                }
+            })
+            .await;
+        metrics.leader.set(0);
+        if lease_task.is_finished() {
+            return Err("leader election task ended".into());
+        }
+        tracing::warn!("lost the leader lease: controller stopped");
+    }
+}

@@ -1,0 +1,359 @@
+//! Buckets on the upstream: create, prove ownership, empty, delete — with
+//! the backend's admin key through aws-sdk-s3.
+//!
+//! **Ownership.** A claim may only bind a bucket the operator created for
+//! it. s3s-fs (our test upstream) implements no bucket tagging, so the
+//! record is an owner marker object, [`OWNER_MARKER_KEY`], holding the claim
+//! UID, written right after CreateBucket. A bucket that exists without a
+//! marker naming this claim is foreign: the claim is refused, and it is
+//! never emptied or deleted. A claim whose status already records the
+//! bucket (it was verified when bound) rewrites a missing marker.
+//!
+//! The reconciler talks to [`BucketOps`], so its tests can count calls
+//! without an upstream; [`S3Buckets`] is the real implementation, tested
+//! against s3s-fs in `tests/s3s_fs.rs`.
+
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{Delete, ObjectIdentifier};
+use bucketgate_core::SecretKey;
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+
+use crate::crd::AddressingStyle;
+
+/// Key of the owner marker object in every bucket the operator creates.
+pub const OWNER_MARKER_KEY: &str = ".bucketgate/owner.json";
+
+/// How to reach a backend as its admin.
+#[derive(Clone, Debug)]
+pub struct BackendConn {
+    /// S3Backend name (for messages).
+    pub name: String,
+    pub endpoint: String,
+    pub region: String,
+    pub addressing_style: AddressingStyle,
+    pub access_key_id: String,
+    pub secret: SecretKey,
+}
+
+/// The claim a bucket belongs to (the marker's content).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Owner {
+    pub claim_uid: String,
+    pub namespace: String,
+    pub name: String,
+}
+
+/// Result of [`BucketOps::ensure`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Ensured {
+    /// Created now, marker written.
+    Created,
+    /// Existed and is this claim's.
+    Owned,
+    /// Exists and is not this claim's (the marker's owner, if any).
+    Foreign(Option<Owner>),
+}
+
+/// Result of [`BucketOps::delete`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Deleted {
+    Deleted,
+    /// Nothing to delete.
+    Missing,
+    /// Not this claim's bucket: left alone.
+    NotOwned,
+    /// Objects remain and forceDelete is off: left alone.
+    NotEmpty,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("S3 {op} on bucket {bucket:?} at backend {backend:?}: {message}")]
+pub struct S3Error {
+    pub op: &'static str,
+    pub bucket: String,
+    pub backend: String,
+    pub message: String,
+}
+
+/// Bucket operations the reconciler needs.
+pub trait BucketOps: Send + Sync {
+    /// Creates the bucket if missing and reports whether it is `owner`'s.
+    /// `bound_before`: the claim's status already names this bucket.
+    fn ensure<'a>(
+        &'a self,
+        conn: &'a BackendConn,
+        bucket: &'a str,
+        owner: &'a Owner,
+        bound_before: bool,
+    ) -> BoxFuture<'a, Result<Ensured, S3Error>>;
+
+    /// Deletes the bucket if it is `owner`'s; `force` empties it first.
+    fn delete<'a>(
+        &'a self,
+        conn: &'a BackendConn,
+        bucket: &'a str,
+        owner: &'a Owner,
+        force: bool,
+    ) -> BoxFuture<'a, Result<Deleted, S3Error>>;
+}
+
+/// [`BucketOps`] over aws-sdk-s3.
+#[derive(Clone, Debug, Default)]
+pub struct S3Buckets;
+
+/// An S3 client for the backend: explicit endpoint, static admin key,
+/// path style unless the backend says virtual, rustls (ring).
+pub fn client(conn: &BackendConn) -> aws_sdk_s3::Client {
+    use aws_smithy_http_client::tls;
+    let creds = aws_credential_types::Credentials::new(
+        conn.access_key_id.clone(),
+        conn.secret.expose().to_owned(),
+        None,
+        None,
+        "bucketgate-operator",
+    );
+    let http = aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::Ring,
+        ))
+        .build_https();
+    let config = aws_sdk_s3::Config::builder()
+        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+        .region(aws_sdk_s3::config::Region::new(conn.region.clone()))
+        .endpoint_url(conn.endpoint.clone())
+        .force_path_style(conn.addressing_style == AddressingStyle::Path)
+        .credentials_provider(creds)
+        .http_client(http)
+        .build();
+    aws_sdk_s3::Client::from_conf(config)
+}
+
+fn err<E: std::error::Error>(
+    op: &'static str,
+    conn: &BackendConn,
+    bucket: &str,
+) -> impl FnOnce(E) -> S3Error {
+    let (bucket, backend) = (bucket.to_owned(), conn.name.clone());
+    move |e| S3Error {
+        op,
+        bucket,
+        backend,
+        message: DisplayErrorContext(&e).to_string(),
+    }
+}
+
+fn is_code<E: ProvideErrorMetadata>(e: &E, codes: &[&str]) -> bool {
+    e.code().is_some_and(|c| codes.contains(&c))
+}
+
+impl S3Buckets {
+    async fn exists(
+        c: &aws_sdk_s3::Client,
+        conn: &BackendConn,
+        bucket: &str,
+    ) -> Result<bool, S3Error> {
+        match c.head_bucket().bucket(bucket).send().await {
+            Ok(_) => Ok(true),
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => Ok(false),
+            Err(e) => Err(err("HeadBucket", conn, bucket)(e)),
+        }
+    }
+
+    async fn read_marker(
+        c: &aws_sdk_s3::Client,
+        conn: &BackendConn,
+        bucket: &str,
+    ) -> Result<Option<Owner>, S3Error> {
+        match c
+            .get_object()
+            .bucket(bucket)
+            .key(OWNER_MARKER_KEY)
+            .send()
+            .await
+        {
+            Ok(out) => {
+                let body = out
+                    .body
+                    .collect()
+                    .await
+                    .map_err(err("GetObject", conn, bucket))?;
+                // A marker that does not parse names nobody: foreign.
+                Ok(serde_json::from_slice(&body.into_bytes()).ok())
+            }
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => Ok(None),
+            Err(e) => Err(err("GetObject", conn, bucket)(e)),
+        }
+    }
+
+    async fn write_marker(
+        c: &aws_sdk_s3::Client,
+        conn: &BackendConn,
+        bucket: &str,
+        owner: &Owner,
+    ) -> Result<(), S3Error> {
+        let body = serde_json::to_vec(owner).unwrap_or_default();
+        c.put_object()
+            .bucket(bucket)
+            .key(OWNER_MARKER_KEY)
+            .content_type("application/json")
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(err("PutObject", conn, bucket))?;
+        Ok(())
+    }
+
+    async fn ensure_impl(
+        conn: &BackendConn,
+        bucket: &str,
+        owner: &Owner,
+        bound_before: bool,
+    ) -> Result<Ensured, S3Error> {
+        let c = client(conn);
+        if !Self::exists(&c, conn, bucket).await? {
+            match c.create_bucket().bucket(bucket).send().await {
+                Ok(_) => {
+                    Self::write_marker(&c, conn, bucket, owner).await?;
+                    return Ok(Ensured::Created);
+                }
+                // Lost a race: someone else created it; fall through to the marker.
+                Err(e) if is_code(&e, &["BucketAlreadyExists", "BucketAlreadyOwnedByYou"]) => {}
+                Err(e) => return Err(err("CreateBucket", conn, bucket)(e)),
+            }
+        }
+        match Self::read_marker(&c, conn, bucket).await? {
+            Some(m) if m.claim_uid == owner.claim_uid => Ok(Ensured::Owned),
+            _ if bound_before => {
+                Self::write_marker(&c, conn, bucket, owner).await?;
+                Ok(Ensured::Owned)
+            }
+            other => Ok(Ensured::Foreign(other)),
+        }
+    }
+
+    async fn empty(
+        c: &aws_sdk_s3::Client,
+        conn: &BackendConn,
+        bucket: &str,
+    ) -> Result<(), S3Error> {
+        loop {
+            // Listing again after each batch: deleting moves the listing on.
+            let page = c
+                .list_objects_v2()
+                .bucket(bucket)
+                .max_keys(1000)
+                .send()
+                .await
+                .map_err(err("ListObjectsV2", conn, bucket))?;
+            let keys: Vec<ObjectIdentifier> = page
+                .contents()
+                .iter()
+                .filter_map(|o| o.key())
+                .filter(|k| *k != OWNER_MARKER_KEY)
+                .filter_map(|k| ObjectIdentifier::builder().key(k).build().ok())
+                .collect();
+            if keys.is_empty() {
+                return Ok(());
+            }
+            let delete = Delete::builder()
+                .set_objects(Some(keys))
+                .quiet(true)
+                .build()
+                .map_err(err("DeleteObjects", conn, bucket))?;
+            let out = c
+                .delete_objects()
+                .bucket(bucket)
+                .delete(delete)
+                .send()
+                .await
+                .map_err(err("DeleteObjects", conn, bucket))?;
+            if let Some(e) = out.errors().first() {
+                return Err(S3Error {
+                    op: "DeleteObjects",
+                    bucket: bucket.to_owned(),
+                    backend: conn.name.clone(),
+                    message: format!(
+                        "{} objects not deleted, first {:?}: {}",
+                        out.errors().len(),
+                        e.key().unwrap_or_default(),
+                        e.code().unwrap_or_default()
+                    ),
+                });
+            }
+        }
+    }
+
+    async fn delete_impl(
+        conn: &BackendConn,
+        bucket: &str,
+        owner: &Owner,
+        force: bool,
+    ) -> Result<Deleted, S3Error> {
+        let c = client(conn);
+        if !Self::exists(&c, conn, bucket).await? {
+            return Ok(Deleted::Missing);
+        }
+        match Self::read_marker(&c, conn, bucket).await? {
+            Some(m) if m.claim_uid == owner.claim_uid => {}
+            _ => return Ok(Deleted::NotOwned),
+        }
+        if force {
+            Self::empty(&c, conn, bucket).await?;
+        } else {
+            let listed = c
+                .list_objects_v2()
+                .bucket(bucket)
+                .max_keys(2)
+                .send()
+                .await
+                .map_err(err("ListObjectsV2", conn, bucket))?;
+            if listed
+                .contents()
+                .iter()
+                .any(|o| o.key() != Some(OWNER_MARKER_KEY))
+            {
+                return Ok(Deleted::NotEmpty);
+            }
+        }
+        c.delete_object()
+            .bucket(bucket)
+            .key(OWNER_MARKER_KEY)
+            .send()
+            .await
+            .map_err(err("DeleteObject", conn, bucket))?;
+        match c.delete_bucket().bucket(bucket).send().await {
+            Ok(_) => Ok(Deleted::Deleted),
+            Err(e) if is_code(&e, &["BucketNotEmpty"]) => {
+                // Someone wrote meanwhile: put the marker back, keep the bucket.
+                Self::write_marker(&c, conn, bucket, owner).await?;
+                Ok(Deleted::NotEmpty)
+            }
+            Err(e) => Err(err("DeleteBucket", conn, bucket)(e)),
+        }
+    }
+}
+
+impl BucketOps for S3Buckets {
+    fn ensure<'a>(
+        &'a self,
+        conn: &'a BackendConn,
+        bucket: &'a str,
+        owner: &'a Owner,
+        bound_before: bool,
+    ) -> BoxFuture<'a, Result<Ensured, S3Error>> {
+        Box::pin(Self::ensure_impl(conn, bucket, owner, bound_before))
+    }
+
+    fn delete<'a>(
+        &'a self,
+        conn: &'a BackendConn,
+        bucket: &'a str,
+        owner: &'a Owner,
+        force: bool,
+    ) -> BoxFuture<'a, Result<Deleted, S3Error>> {
+        Box::pin(Self::delete_impl(conn, bucket, owner, force))
+    }
+}

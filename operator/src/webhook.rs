@@ -1,0 +1,220 @@
+//! Validating admission webhook for what CEL cannot check:
+//!
+//! * a BucketClaim's `backendRef` names an existing S3Backend;
+//! * its bucket (explicit, or from the backend's template) is not bound or
+//!   requested by another claim (the S3 owner marker is the operator's
+//!   second line; this refuses early with a clear message);
+//! * an S3Backend's admin Secret lives in the operator namespace.
+//!
+//! Served by axum over rustls (`serve_tls`), the certificate read from a
+//! mounted Secret (cert-manager's `tls.crt` / `tls.key`) and reloaded
+//! periodically. [`review`] is the pure-ish handler the tests drive with
+//! AdmissionReview JSON; lookups go through [`Lookup`].
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::routing::post;
+use axum::{Json, Router};
+use futures::future::BoxFuture;
+use kube::core::DynamicObject;
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
+use kube::{Api, Client, ResourceExt};
+
+use crate::crd::{BucketClaim, S3Backend, is_valid_bucket_name, render_bucket_name};
+
+/// What the webhook looks up in the cluster.
+pub trait Lookup: Send + Sync {
+    fn backend<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<S3Backend>, kube::Error>>;
+    fn claims(&self) -> BoxFuture<'_, Result<Vec<BucketClaim>, kube::Error>>;
+}
+
+/// [`Lookup`] through the API server.
+#[derive(Clone)]
+pub struct KubeLookup(pub Client);
+
+impl std::fmt::Debug for KubeLookup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KubeLookup")
+    }
+}
+
+impl Lookup for KubeLookup {
+    fn backend<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<S3Backend>, kube::Error>> {
+        Box::pin(async move { Api::<S3Backend>::all(self.0.clone()).get_opt(name).await })
+    }
+
+    fn claims(&self) -> BoxFuture<'_, Result<Vec<BucketClaim>, kube::Error>> {
+        Box::pin(async move {
+            Ok(Api::<BucketClaim>::all(self.0.clone())
+                .list(&Default::default())
+                .await?
+                .items)
+        })
+    }
+}
+
+/// Webhook state.
+#[derive(Clone)]
+pub struct Webhook {
+    pub lookup: Arc<dyn Lookup>,
+    pub operator_namespace: String,
+}
+
+impl std::fmt::Debug for Webhook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Webhook")
+            .field("operator_namespace", &self.operator_namespace)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `POST /validate`.
+pub fn app(state: Webhook) -> Router {
+    Router::new()
+        .route("/validate", post(handle))
+        .with_state(state)
+}
+
+async fn handle(
+    State(state): State<Webhook>,
+    Json(review): Json<AdmissionReview<DynamicObject>>,
+) -> Json<AdmissionReview<DynamicObject>> {
+    let request: Result<AdmissionRequest<DynamicObject>, _> = review.try_into();
+    let response = match request {
+        Ok(req) => review_request(&state, &req).await,
+        Err(e) => AdmissionResponse::invalid(format!("not an AdmissionReview request: {e}")),
+    };
+    Json(response.into_review())
+}
+
+/// Decides one request. Lookup failures deny (fail closed).
+pub async fn review_request(
+    state: &Webhook,
+    req: &AdmissionRequest<DynamicObject>,
+) -> AdmissionResponse {
+    let resp = AdmissionResponse::from(req);
+    if matches!(req.operation, Operation::Delete | Operation::Connect) {
+        return resp;
+    }
+    let Some(obj) = &req.object else {
+        return resp.deny("request carries no object");
+    };
+    let value = match serde_json::to_value(obj) {
+        Ok(v) => v,
+        Err(e) => return resp.deny(format!("object does not serialise: {e}")),
+    };
+    let verdict = match req.kind.kind.as_str() {
+        "BucketClaim" => match serde_json::from_value::<BucketClaim>(value) {
+            Ok(c) => check_claim(state, &c).await,
+            Err(e) => Err(format!("BucketClaim does not parse: {e}")),
+        },
+        "S3Backend" => match serde_json::from_value::<S3Backend>(value) {
+            Ok(b) => check_backend(state, &b),
+            Err(e) => Err(format!("S3Backend does not parse: {e}")),
+        },
+        other => Err(format!("this webhook does not validate kind {other}")),
+    };
+    match verdict {
+        Ok(()) => resp,
+        Err(msg) => resp.deny(msg),
+    }
+}
+
+fn check_backend(state: &Webhook, b: &S3Backend) -> Result<(), String> {
+    let r = &b.spec.admin_credentials_secret_ref;
+    if r.namespace != state.operator_namespace {
+        return Err(format!(
+            "spec.adminCredentialsSecretRef.namespace must be the operator namespace {:?} (got {:?}): admin keys must not live where tenants can read them",
+            state.operator_namespace, r.namespace
+        ));
+    }
+    Ok(())
+}
+
+async fn check_claim(state: &Webhook, c: &BucketClaim) -> Result<(), String> {
+    let backend_name = &c.spec.backend_ref.name;
+    let backend = state
+        .lookup
+        .backend(backend_name)
+        .await
+        .map_err(|e| format!("cannot look up S3Backend {backend_name:?}: {e}"))?
+        .ok_or_else(|| {
+            format!("spec.backendRef.name: S3Backend {backend_name:?} does not exist")
+        })?;
+    let ns = c.namespace().unwrap_or_default();
+    let bucket_of = |claim: &BucketClaim, b: &S3Backend| {
+        claim
+            .status
+            .as_ref()
+            .and_then(|s| s.bucket_name.clone())
+            .or_else(|| claim.spec.bucket_name.clone())
+            .unwrap_or_else(|| {
+                render_bucket_name(
+                    &b.spec.bucket_name_template,
+                    &claim.namespace().unwrap_or_default(),
+                    &claim.name_any(),
+                )
+            })
+    };
+    let bucket = c.spec.bucket_name.clone().unwrap_or_else(|| {
+        render_bucket_name(&backend.spec.bucket_name_template, &ns, &c.name_any())
+    });
+    if !is_valid_bucket_name(&bucket) {
+        return Err(format!(
+            "bucket name {bucket:?} (from S3Backend {backend_name}'s bucketNameTemplate) does not match ^[a-z0-9][a-z0-9.-]{{2,62}}$; set spec.bucketName"
+        ));
+    }
+    let claims = state
+        .lookup
+        .claims()
+        .await
+        .map_err(|e| format!("cannot list BucketClaims: {e}"))?;
+    let me = (ns.as_str(), c.name_any());
+    for other in &claims {
+        let same = (other.namespace().unwrap_or_default(), other.name_any());
+        if (same.0.as_str(), same.1.clone()) == me || other.spec.backend_ref.name != *backend_name {
+            continue;
+        }
+        if bucket_of(other, &backend) == bucket {
+            // Do not reveal which tenant holds it.
+            return Err(format!(
+                "bucket {bucket:?} on S3Backend {backend_name} is already claimed by another BucketClaim"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Serves [`app`] over TLS on `addr` with the PEM files at `cert` / `key`,
+/// re-reading them every `reload` (cert-manager renews in place).
+pub async fn serve_tls(
+    state: Webhook,
+    addr: std::net::SocketAddr,
+    cert: std::path::PathBuf,
+    key: std::path::PathBuf,
+    reload: std::time::Duration,
+) -> std::io::Result<()> {
+    let config = axum_server::tls_rustls::RustlsConfig::from_pem_file(&cert, &key).await?;
+    let reloader = config.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(reload).await;
+            if let Err(e) = reloader.reload_from_pem_file(&cert, &key).await {
+                tracing::warn!(error = %e, "webhook certificate reload failed; keeping the old one");
+            }
+        }
+    });
+    axum_server::bind_rustls(addr, config)
+        .serve(app(state).into_make_service())
+        .await
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,285 @@
+use axum::body::Body;
+use http::Request;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+use super::*;
+use crate::crd::{AdminCredentialsSecretRef, BucketClaimSpec, S3BackendSpec};
+
+struct Fake {
+    backends: Vec<S3Backend>,
+    claims: Vec<BucketClaim>,
+    fail: bool,
+}
+
+impl Lookup for Fake {
+    fn backend<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<S3Backend>, kube::Error>> {
+        let r = if self.fail {
+            Err(kube::Error::LinesCodecMaxLineLengthExceeded)
+        } else {
+            Ok(self.backends.iter().find(|b| b.name_any() == name).cloned())
+        };
+        Box::pin(async move { r })
+    }
+    fn claims(&self) -> BoxFuture<'_, Result<Vec<BucketClaim>, kube::Error>> {
+        let r = Ok(self.claims.clone());
+        Box::pin(async move { r })
+    }
+}
+
+fn backend(admin_ns: &str) -> S3Backend {
+    S3Backend::new(
+        "minio",
+        S3BackendSpec {
+            endpoint: "http://minio:9000".into(),
+            region: "us-east-1".into(),
+            addressing_style: Default::default(),
+            admin_credentials_secret_ref: AdminCredentialsSecretRef {
+                name: "minio-admin".into(),
+                namespace: admin_ns.into(),
+                access_key_field: "AWS_ACCESS_KEY_ID".into(),
+                secret_key_field: "AWS_SECRET_ACCESS_KEY".into(),
+            },
+            tls: None,
+            bucket_name_template: "{{ .Namespace }}-{{ .Name }}".into(),
+        },
+    )
+}
+
+fn claim(ns: &str, name: &str, spec: Value) -> BucketClaim {
+    let mut c = BucketClaim::new(
+        name,
+        serde_json::from_value::<BucketClaimSpec>(spec).unwrap(),
+    );
+    c.metadata.namespace = Some(ns.into());
+    c
+}
+
+fn review(kind: &str, resource: &str, op: &str, object: Value) -> Value {
+    json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
+            "kind": {"group": "broker.stowage.io", "version": "v1alpha1", "kind": kind},
+            "resource": {"group": "broker.stowage.io", "version": "v1alpha1", "resource": resource},
+            "requestKind": {"group": "broker.stowage.io", "version": "v1alpha1", "kind": kind},
+            "requestResource": {"group": "broker.stowage.io", "version": "v1alpha1", "resource": resource},
+            "name": object["metadata"]["name"],
+            "namespace": object["metadata"]["namespace"],
+            "operation": op,
+            "userInfo": {"username": "alice", "groups": ["system:authenticated"]},
+            "object": object,
+            "oldObject": null,
+            "dryRun": false,
+            "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"}
+        }
+    })
+}
+
+async fn post(fake: Fake, body: Value) -> (bool, String, Value) {
+    let state = Webhook {
+        lookup: Arc::new(fake),
+        operator_namespace: "stowage-system".into(),
+    };
+    let resp = app(state)
+        .oneshot(
+            Request::post("/validate")
+                .header("content-type", "application/json")
+                .body(Body::from(serde_json::to_vec(&body).unwrap()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    let v: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(v["kind"], "AdmissionReview");
+    assert_eq!(v["response"]["uid"], "705ab4f5-6393-11e8-b7cc-42010a800002");
+    let allowed = v["response"]["allowed"].as_bool().unwrap();
+    let msg = v["response"]["status"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    (allowed, msg, v)
+}
+
+fn claims_review(c: &BucketClaim) -> Value {
+    review(
+        "BucketClaim",
+        "bucketclaims",
+        "CREATE",
+        serde_json::to_value(c).unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn claim_with_existing_backend_is_allowed() {
+    let fake = Fake {
+        backends: vec![backend("stowage-system")],
+        claims: vec![],
+        fail: false,
+    };
+    let c = claim(
+        "my-app",
+        "uploads",
+        json!({"backendRef": {"name": "minio"}}),
+    );
+    let (allowed, msg, _) = post(fake, claims_review(&c)).await;
+    assert!(allowed, "{msg}");
+}
+
+#[tokio::test]
+async fn claim_for_missing_backend_is_denied() {
+    let fake = Fake {
+        backends: vec![],
+        claims: vec![],
+        fail: false,
+    };
+    let c = claim("my-app", "uploads", json!({"backendRef": {"name": "nope"}}));
+    let (allowed, msg, _) = post(fake, claims_review(&c)).await;
+    assert!(!allowed);
+    assert_eq!(
+        msg,
+        "spec.backendRef.name: S3Backend \"nope\" does not exist"
+    );
+}
+
+#[tokio::test]
+async fn bucket_of_another_claim_is_denied() {
+    // The other tenant's claim is bound to team-a-data (by its status).
+    let mut other = claim("team-a", "data", json!({"backendRef": {"name": "minio"}}));
+    other.status = Some(crate::crd::BucketClaimStatus {
+        bucket_name: Some("team-a-data".into()),
+        ..Default::default()
+    });
+    let fake = Fake {
+        backends: vec![backend("stowage-system")],
+        claims: vec![other.clone()],
+        fail: false,
+    };
+    let thief = claim(
+        "team-b",
+        "grab",
+        json!({"backendRef": {"name": "minio"}, "bucketName": "team-a-data"}),
+    );
+    let (allowed, msg, _) = post(fake, claims_review(&thief)).await;
+    assert!(!allowed);
+    assert!(
+        msg.contains("\"team-a-data\"") && msg.contains("already claimed"),
+        "{msg}"
+    );
+    assert!(!msg.contains("team-a/"), "does not reveal the owner: {msg}");
+
+    // The same claim updating itself is fine; another bucket is fine.
+    let fake = Fake {
+        backends: vec![backend("stowage-system")],
+        claims: vec![other.clone()],
+        fail: false,
+    };
+    let mut upd = claims_review(&other);
+    upd["request"]["operation"] = json!("UPDATE");
+    assert!(post(fake, upd).await.0);
+    let fake = Fake {
+        backends: vec![backend("stowage-system")],
+        claims: vec![other],
+        fail: false,
+    };
+    let fine = claim(
+        "team-b",
+        "grab",
+        json!({"backendRef": {"name": "minio"}, "bucketName": "team-b-data"}),
+    );
+    assert!(post(fake, claims_review(&fine)).await.0);
+}
+
+#[tokio::test]
+async fn template_name_that_is_not_a_bucket_name_is_denied() {
+    let fake = Fake {
+        backends: vec![backend("stowage-system")],
+        claims: vec![],
+        fail: false,
+    };
+    let c = claim("ab", "X", json!({"backendRef": {"name": "minio"}}));
+    let (allowed, msg, _) = post(fake, claims_review(&c)).await;
+    assert!(!allowed);
+    assert!(msg.contains("set spec.bucketName"), "{msg}");
+}
+
+#[tokio::test]
+async fn lookup_failure_denies() {
+    let fake = Fake {
+        backends: vec![],
+        claims: vec![],
+        fail: true,
+    };
+    let c = claim(
+        "my-app",
+        "uploads",
+        json!({"backendRef": {"name": "minio"}}),
+    );
+    let (allowed, msg, _) = post(fake, claims_review(&c)).await;
+    assert!(!allowed);
+    assert!(msg.starts_with("cannot look up S3Backend"), "{msg}");
+}
+
+#[tokio::test]
+async fn backend_admin_secret_must_be_in_operator_namespace() {
+    let mut ok_b = serde_json::to_value(backend("stowage-system")).unwrap();
+    ok_b["metadata"]["namespace"] = Value::Null;
+    let fake = || Fake {
+        backends: vec![],
+        claims: vec![],
+        fail: false,
+    };
+    assert!(
+        post(fake(), review("S3Backend", "s3backends", "CREATE", ok_b))
+            .await
+            .0
+    );
+    let bad = serde_json::to_value(backend("tenant-ns")).unwrap();
+    let (allowed, msg, _) = post(fake(), review("S3Backend", "s3backends", "UPDATE", bad)).await;
+    assert!(!allowed);
+    assert!(
+        msg.contains("operator namespace \"stowage-system\" (got \"tenant-ns\")"),
+        "{msg}"
+    );
+}
+
+#[tokio::test]
+async fn delete_is_allowed_and_garbage_is_refused() {
+    let fake = || Fake {
+        backends: vec![],
+        claims: vec![],
+        fail: false,
+    };
+    let c = claim("my-app", "uploads", json!({"backendRef": {"name": "gone"}}));
+    let mut del = claims_review(&c);
+    del["request"]["operation"] = json!("DELETE");
+    assert!(post(fake(), del).await.0);
+    let state = Webhook {
+        lookup: Arc::new(fake()),
+        operator_namespace: "x".into(),
+    };
+    let resp = app(state)
+        .oneshot(
+            Request::post("/validate")
+                .header("content-type", "application/json")
+                .body(Body::from(
+                    r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#,
+                ))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    let v: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(v["response"]["allowed"], false, "{v}");
+}

@@ -1,0 +1,271 @@
+"""The live credential feed end to end: `bucketgate-authz serve` (SQLite in a
+temporary directory, keys made with its CLI) feeds a real Envoy running the
+filter with no static credentials, in front of signature-verifying s3s-fs.
+
+A created key works, a revoked one answers 401 within a poll period, and
+with the broker gone the filter keeps its last snapshot and says so in
+Envoy's log."""
+
+import json
+import os
+import subprocess
+import time
+
+import pytest
+import requests
+from botocore.exceptions import ClientError
+
+from conftest import (ADMIN_KEY, ADMIN_SECRET, ENVOY, REGION, ROOT, S3S_FS, WASM, Gateway,
+                      free_port, wait_for)
+
+AUTHZ = ROOT / "target/debug/bucketgate-authz"
+POLL_MS = 500
+STORE_POLL_MS = 100
+# Revocation must show within one feed poll (plus the store poll); the
+# loops below give it four poll periods before failing.
+BOUND_S = 4 * POLL_MS / 1000
+FEED_TOKEN = "e2e-feed-token-0123456789abcdef"
+STORE_KEY = "e2e store key: at least thirty-two characters long"
+
+
+class Broker:
+    def __init__(self, work, http_port):
+        self.work = work
+        self.url = f"http://127.0.0.1:{http_port}"
+        self.config = work / "authz.json"
+        self.env = {**os.environ, "BUCKETGATE_FEED_TOKEN": FEED_TOKEN, "STOWAGE_SECRET_KEY": STORE_KEY}
+        self.proc = None
+
+    def cli(self, *args):
+        out = subprocess.run([str(AUTHZ), "--config", str(self.config), "creds", *args],
+                             env=self.env, check=True, capture_output=True, text=True)
+        return out.stdout
+
+    def create(self, *buckets):
+        args = ["create", "--json"]
+        for b in buckets:
+            args += ["--bucket", f"local:{b}"]
+        c = json.loads(self.cli(*args))
+        return c["access_key_id"], c["secret_access_key"]
+
+    def start(self):
+        self.proc = subprocess.Popen([str(AUTHZ), "--config", str(self.config), "serve"], env=self.env,
+                                     stdout=open(self.work / "authz.log", "a"), stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError("bucketgate-authz did not become ready")
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+
+
+def start_envoy(work, plugin, s3_port, feed_port, gw_port, admin_port):
+    (work / "plugin.json").write_text(json.dumps(plugin))
+    cfg = subprocess.run(
+        ["python3", str(ROOT / "envoy/gateway.py"), "--wasm", str(WASM), "--plugin-config", str(work / "plugin.json"),
+         "--backend", f"backend_local=127.0.0.1:{s3_port}", "--feed-cluster", f"bucketgate_feed=127.0.0.1:{feed_port}",
+         "--port", str(gw_port), "--admin-port", str(admin_port), "--access-log", str(work / "access.log")],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    (work / "envoy.json").write_text(cfg)
+    return subprocess.Popen(
+        [str(ENVOY), "-c", str(work / "envoy.json"), "--concurrency", "2", "--log-level", "warn",
+         "--base-id", str(gw_port)],
+        stdout=open(work / "envoy.log", "w"), stderr=subprocess.STDOUT,
+    )
+
+
+@pytest.fixture(scope="module")
+def feed_env(tmp_path_factory):
+    for path in (ENVOY, S3S_FS, WASM, AUTHZ):
+        if not path.exists():
+            pytest.fail(f"{path} is missing: run `make test` (it installs and builds everything)")
+    work = tmp_path_factory.mktemp("feed")
+    data = work / "data"
+    for b in ("alpha", "beta"):
+        (data / b).mkdir(parents=True)
+    s3_port, gw_port, admin_port, http_port = free_port(), free_port(), free_port(), free_port()
+    procs = []
+    procs.append(subprocess.Popen(
+        [str(S3S_FS), "--host", "127.0.0.1", "--port", str(s3_port), "--access-key", ADMIN_KEY,
+         "--secret-key", ADMIN_SECRET, str(data)],
+        stdout=open(work / "s3s.log", "w"), stderr=subprocess.STDOUT,
+    ))
+    broker = Broker(work, http_port)
+    broker.config.write_text(json.dumps({
+        "database": str(work / "credentials.db"),
+        "http_listen": f"127.0.0.1:{http_port}",
+        "store_poll_ms": STORE_POLL_MS,
+        # The broker hands the admin key to the filter through the feed.
+        "backends": [{"name": "local", "credentials": {
+            "source": "static", "access_key_id": ADMIN_KEY, "secret_access_key": ADMIN_SECRET}}],
+    }))
+    # The filter's own admin key is wrong on purpose: requests only pass
+    # once the feed's `backends` entry replaced it.
+    plugin = {
+        "region": REGION,
+        "backends": [{
+            "name": "local", "cluster": "backend_local", "host": f"127.0.0.1:{s3_port}", "region": REGION,
+            "addressing": "path", "access_key_id": ADMIN_KEY, "secret_access_key": "not-the-admin-secret",
+        }],
+        "feed": {"cluster": "bucketgate_feed", "token": FEED_TOKEN, "poll_ms": POLL_MS, "timeout_ms": 1000},
+    }
+    envoy_log = work / "envoy.log"
+    try:
+        # One key exists before the broker starts.
+        first = broker.create("alpha")
+        broker.start()
+        procs.append(start_envoy(work, plugin, s3_port, http_port, gw_port, admin_port))
+        wait_for(f"http://127.0.0.1:{s3_port}/")
+        wait_for(f"http://127.0.0.1:{admin_port}/ready")
+        gw = Gateway(f"http://127.0.0.1:{gw_port}", f"http://127.0.0.1:{admin_port}", work / "access.log",
+                     f"http://127.0.0.1:{s3_port}", data)
+        yield gw, broker, first, envoy_log
+    finally:
+        broker.stop()
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def status_of(call):
+    try:
+        call()
+        return 200
+    except ClientError as e:
+        return e.response["ResponseMetadata"]["HTTPStatusCode"]
+
+
+def until_status(call, want, bound_s):
+    """Polls `call` until it answers `want`; returns the seconds it took, or
+    fails after `bound_s`."""
+    start = time.monotonic()
+    last = None
+    while time.monotonic() - start < bound_s:
+        last = status_of(call)
+        if last == want:
+            return time.monotonic() - start
+        time.sleep(0.02)
+    pytest.fail(f"still {last} after {bound_s}s, wanted {want}")
+
+
+def test_a_created_key_works_through_the_feed(feed_env):
+    gw, broker, (key, secret), _ = feed_env
+    s3 = gw.client(key=key, secret=secret)
+    # The first snapshot arrives within a poll or two of Envoy starting.
+    until_status(lambda: s3.put_object(Bucket="alpha", Key="fed.txt", Body=b"hello"), 200, 10)
+    assert s3.get_object(Bucket="alpha", Key="fed.txt")["Body"].read() == b"hello"
+    # The feed's scope applies: beta is not this key's.
+    assert status_of(lambda: s3.put_object(Bucket="beta", Key="x", Body=b"x")) == 403
+    # Unknown keys and wrong secrets are still refused.
+    assert status_of(lambda: gw.client(key=key, secret="wrong").list_objects_v2(Bucket="alpha")) == 401
+    assert status_of(lambda: gw.client(key="BGNOSUCHKEY000000000", secret="x").list_objects_v2(Bucket="alpha")) == 401
+
+
+def test_a_key_created_while_running_arrives(feed_env):
+    gw, broker, _, _ = feed_env
+    key, secret = broker.create("beta")
+    s3 = gw.client(key=key, secret=secret)
+    took = until_status(lambda: s3.list_objects_v2(Bucket="beta"), 200, BOUND_S)
+    print(f"new key usable after {took:.3f}s")
+
+
+def test_revoked_key_answers_401_within_a_poll_period(feed_env):
+    gw, broker, _, _ = feed_env
+    key, secret = broker.create("alpha")
+    s3 = gw.client(key=key, secret=secret)
+    until_status(lambda: s3.list_objects_v2(Bucket="alpha"), 200, BOUND_S)
+    broker.cli("revoke", key)
+    took = until_status(lambda: s3.list_objects_v2(Bucket="alpha"), 401, BOUND_S)
+    print(f"revoked key refused after {took:.3f}s (poll period {POLL_MS} ms)")
+    # Disabling works the same way.
+    key2, secret2 = broker.create("alpha")
+    s3b = gw.client(key=key2, secret=secret2)
+    until_status(lambda: s3b.list_objects_v2(Bucket="alpha"), 200, BOUND_S)
+    broker.cli("disable", key2)
+    until_status(lambda: s3b.list_objects_v2(Bucket="alpha"), 401, BOUND_S)
+
+
+def feed_answers(broker):
+    text = requests.get(f"{broker.url}/metrics", timeout=2).text
+    counts = {}
+    for line in text.splitlines():
+        if line.startswith("bucketgate_feed_requests_total{"):
+            status = line.split('status="')[1].split('"')[0]
+            counts[status] = float(line.rsplit(" ", 1)[1])
+    return counts
+
+
+def test_unchanged_snapshots_are_not_refetched(feed_env):
+    _, broker, _, _ = feed_env
+    # With nothing changing, the next polls carry If-None-Match and get 304s.
+    before = feed_answers(broker)
+    deadline = time.monotonic() + BOUND_S
+    while True:
+        now = feed_answers(broker)
+        if now.get("304", 0) >= before.get("304", 0) + 2:
+            break
+        if time.monotonic() > deadline:
+            pytest.fail(f"no 304 answers: before {before}, now {now}")
+        time.sleep(0.05)
+    assert now.get("200", 0) == before.get("200", 0), (before, now)
+    assert "401" not in now, now
+
+
+def test_broker_down_keeps_the_last_snapshot_and_logs_it(feed_env):
+    gw, broker, (key, secret), envoy_log = feed_env
+    s3 = gw.client(key=key, secret=secret)
+    assert status_of(lambda: s3.list_objects_v2(Bucket="alpha")) == 200
+    broker.stop()
+    deadline = time.monotonic() + 10
+    while "feed bucketgate_feed/v1/feed failed" not in envoy_log.read_text():
+        if time.monotonic() > deadline:
+            pytest.fail("Envoy's log does not show the feed failure:\n" + envoy_log.read_text()[-2000:])
+        time.sleep(0.1)
+    assert "keeping the last snapshot" in envoy_log.read_text()
+    # Existing keys keep working, on the feed's admin credentials.
+    assert s3.get_object(Bucket="alpha", Key="fed.txt")["Body"].read() == b"hello"
+    s3.put_object(Bucket="alpha", Key="while-down.txt", Body=b"still here")
+    assert gw.upstream_client().get_object(Bucket="alpha", Key="while-down.txt")["Body"].read() == b"still here"
+
+
+def test_no_feed_ever_and_no_static_credentials_fails_closed(tmp_path):
+    """The broker was never reachable: every key is unknown (401), and the
+    log says there is no snapshot."""
+    gw_port, admin_port, dead_port, s3_port = free_port(), free_port(), free_port(), free_port()
+    plugin = {
+        "region": REGION,
+        "backends": [{
+            "name": "local", "cluster": "backend_local", "host": f"127.0.0.1:{s3_port}", "region": REGION,
+            "addressing": "path", "access_key_id": ADMIN_KEY, "secret_access_key": ADMIN_SECRET,
+        }],
+        "feed": {"cluster": "bucketgate_feed", "token": FEED_TOKEN, "poll_ms": POLL_MS, "timeout_ms": 500},
+    }
+    envoy = start_envoy(tmp_path, plugin, s3_port, dead_port, gw_port, admin_port)
+    try:
+        wait_for(f"http://127.0.0.1:{admin_port}/ready")
+        gw = Gateway(f"http://127.0.0.1:{gw_port}", f"http://127.0.0.1:{admin_port}", tmp_path / "access.log",
+                     f"http://127.0.0.1:{s3_port}", tmp_path)
+        log = tmp_path / "envoy.log"
+        deadline = time.monotonic() + 10
+        while "no snapshot yet" not in log.read_text():
+            if time.monotonic() > deadline:
+                pytest.fail("Envoy's log does not show the feed failure:\n" + log.read_text()[-2000:])
+            time.sleep(0.1)
+        s3 = gw.client(key="BGANYKEY000000000000", secret="any-secret")
+        assert status_of(lambda: s3.list_objects_v2(Bucket="alpha")) == 401
+    finally:
+        envoy.terminate()
+        envoy.wait(timeout=10)
