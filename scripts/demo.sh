@@ -2,8 +2,10 @@
 # make demo: s3s-fs (the upstream, holding the only admin key) + Envoy with
 # the bucketgate filter on 127.0.0.1:8090, two buckets, two tenant keys.
 # MODE=ext-authz: Envoy asks the bucketgate-authz ext_authz gRPC service
-# (127.0.0.1:$AUTHZ_PORT, metrics on $AUTHZ_METRICS_PORT) instead, with the
-# wasm module as body-only re-signer for signed aws-chunked uploads.
+# (the broker: `serve --grpc-listen 127.0.0.1:$AUTHZ_PORT`, health and
+# metrics on $AUTHZ_HTTP_PORT, keys in .demo/credentials.db made with its
+# CLI) instead, with the wasm module as body-only re-signer for signed
+# aws-chunked uploads.
 # Stays in the foreground until Ctrl-C / SIGTERM, then stops what it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,7 +17,7 @@ S3_PORT="${S3_PORT:-9000}"
 ADMIN_PORT="${ADMIN_PORT:-9901}"
 MODE="${MODE:-wasm}"
 AUTHZ_PORT="${AUTHZ_PORT:-9191}"
-AUTHZ_METRICS_PORT="${AUTHZ_METRICS_PORT:-9192}"
+AUTHZ_HTTP_PORT="${AUTHZ_HTTP_PORT:-9192}"
 
 case "$MODE" in
   wasm|ext-authz) ;;
@@ -58,27 +60,35 @@ python3 envoy/gateway.py --wasm "$WASM" \
   --port "$PORT" --admin-port "$ADMIN_PORT" --access-log "$DEMO/audit.log" > "$DEMO/envoy.json"
 METRICS="http://127.0.0.1:$ADMIN_PORT/stats/prometheus"
 else
-# Gateway settings (no keys) and the credentials in the broker's feed format.
-python3 - "$DEMO/authz.json" "$DEMO/feed.json" <<PY
+# The broker: a fresh SQLite store, the admin key in its config, the
+# gateway settings in its ext_authz section; tenant keys made with its CLI.
+AUTHZ="$ROOT/target/release/bucketgate-authz"
+rm -f "$DEMO"/credentials.db*
+python3 - "$DEMO/authz.json" <<PY
 import json, os, sys
-json.dump({
-  "region": "us-east-1",
-  "host_suffixes": ["s3.localhost"],
-  "s3_proxy": {"global_rps": 0, "per_key_rps": 0},
-  "backends": [{"name": "local", "cluster": "backend_local", "host": "127.0.0.1:$S3_PORT", "region": "us-east-1"}]
-  }, open(sys.argv[1], "w"), indent=1)
-with open(os.open(sys.argv[2], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
-  json.dump({"version": "demo",
-    "credentials": [
-      {"access_key_id": "$T_KEY", "secret_access_key": "$T_SECRET", "scopes": [{"backend": "local", "bucket": "demo-bucket"}]},
-      {"access_key_id": "$O_KEY", "secret_access_key": "$O_SECRET", "scopes": [{"backend": "local", "bucket": "other-bucket"}]}],
-    "backends": [{"name": "local", "access_key_id": "$ADMIN_KEY", "secret_access_key": "$ADMIN_SECRET"}]
+with open(os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+  json.dump({
+    "database": "$DEMO/credentials.db",
+    "http_listen": "127.0.0.1:$AUTHZ_HTTP_PORT",
+    "backends": [{"name": "local", "credentials": {"source": "static",
+                  "access_key_id": "$ADMIN_KEY", "secret_access_key": "$ADMIN_SECRET"}}],
+    "ext_authz": {
+      "region": "us-east-1",
+      "host_suffixes": ["s3.localhost"],
+      "s3_proxy": {"global_rps": 0, "per_key_rps": 0},
+      "backends": [{"name": "local", "cluster": "backend_local", "host": "127.0.0.1:$S3_PORT", "region": "us-east-1"}]}
   }, f, indent=1)
 PY
+create() { # bucket -> "KEY SECRET"
+  "$AUTHZ" --config "$DEMO/authz.json" creds create --bucket "local:$1" --description "make demo" --json |
+    python3 -c 'import json,sys; c=json.load(sys.stdin); print(c["access_key_id"], c["secret_access_key"])'
+}
+read -r T_KEY T_SECRET < <(create demo-bucket)
+read -r O_KEY O_SECRET < <(create other-bucket)
 python3 envoy/gateway.py --mode ext-authz --authz "127.0.0.1:$AUTHZ_PORT" --wasm "$WASM" \
   --backend "backend_local=127.0.0.1:$S3_PORT" \
   --port "$PORT" --admin-port "$ADMIN_PORT" --access-log "$DEMO/audit.log" > "$DEMO/envoy.json"
-METRICS="http://127.0.0.1:$AUTHZ_METRICS_PORT/metrics (checks), http://127.0.0.1:$ADMIN_PORT/stats/prometheus (Envoy)"
+METRICS="http://127.0.0.1:$AUTHZ_HTTP_PORT/metrics (checks), http://127.0.0.1:$ADMIN_PORT/stats/prometheus (Envoy)"
 fi
 
 write_env() { # file key secret bucket
@@ -108,11 +118,13 @@ trap "exit 0" INT TERM
   --secret-key "$ADMIN_SECRET" "$DEMO/data" > "$DEMO/s3s.log" 2>&1 &
 pids+=($!)
 if [ "$MODE" = ext-authz ]; then
-  # TEMPORARY static serve (credentials from $DEMO/feed.json) until the broker's serve lands.
-  "$ROOT/target/release/bucketgate-authz" serve --ext-authz-listen "127.0.0.1:$AUTHZ_PORT" \
-    --ext-authz-config "$DEMO/authz.json" --static-credentials "$DEMO/feed.json" \
-    --metrics-listen "127.0.0.1:$AUTHZ_METRICS_PORT" > "$DEMO/authz.log" 2>&1 &
+  "$AUTHZ" --config "$DEMO/authz.json" serve --grpc-listen "127.0.0.1:$AUTHZ_PORT" > "$DEMO/authz.log" 2>&1 &
   pids+=($!)
+  for _ in $(seq 100); do
+    curl -fs "127.0.0.1:$AUTHZ_HTTP_PORT/readyz" >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+  curl -fs "127.0.0.1:$AUTHZ_HTTP_PORT/readyz" >/dev/null || { echo "bucketgate-authz is not ready; see $DEMO/authz.log" >&2; exit 1; }
 fi
 "$CACHE/venv/bin/envoy" -c "$DEMO/envoy.json" --concurrency 2 --log-level warn > "$DEMO/envoy.log" 2>&1 &
 pids+=($!)
