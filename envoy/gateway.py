@@ -82,6 +82,52 @@ def ext_authz_filter(args):
     }
 
 
+SIGNED_CHUNKS = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD"  # and its -TRAILER variant
+
+
+def only_for_signed_chunks(http_filter):
+    """Wraps a filter so that it runs only for requests declaring a signed
+    aws-chunked body (x-amz-content-sha256 starting with SIGNED_CHUNKS)."""
+    not_signed_chunks = {
+        "not_matcher": {
+            "single_predicate": {
+                "input": {
+                    "name": "content-sha256",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.type.matcher.v3.HttpRequestHeaderMatchInput",
+                        "header_name": "x-amz-content-sha256",
+                    },
+                },
+                "value_match": {"prefix": SIGNED_CHUNKS},
+            }
+        }
+    }
+    return {
+        "name": http_filter["name"],
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.common.matching.v3.ExtensionWithMatcher",
+            "extension_config": http_filter,
+            "xds_matcher": {
+                "matcher_list": {
+                    "matchers": [
+                        {
+                            "predicate": not_signed_chunks,
+                            "on_match": {
+                                "action": {
+                                    "name": "skip",
+                                    "typed_config": {
+                                        "@type": "type.googleapis.com/envoy.extensions.filters.common.matcher.action.v3.SkipFilter"
+                                    },
+                                }
+                            },
+                        }
+                    ]
+                }
+            },
+        },
+    }
+
+
 def audit_log(args, value, present):
     return {
         "name": "envoy.access_loggers.file",
@@ -116,8 +162,9 @@ def render(args):
     else:
         filters = [ext_authz_filter(args)]
         if args.wasm:
-            # Body-only re-signer for signed aws-chunked uploads.
-            filters.append(wasm_filter(args, json.dumps({"mode": "body-resigner"})))
+            # Body-only re-signer for signed aws-chunked uploads, skipped
+            # (no VM call at all) for every other request.
+            filters.append(only_for_signed_chunks(wasm_filter(args, json.dumps({"mode": "body-resigner"}))))
         access_log = audit_log(
             args,
             f"%DYNAMIC_METADATA({EXT_AUTHZ_NS}:audit)%",
