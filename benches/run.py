@@ -335,6 +335,50 @@ def run_wrk(script, port, args, seconds):
     return r
 
 
+OHA = CACHE / "tools/bin/oha"
+
+
+def run_oha(req, port, args, seconds):
+    """HEAD needs oha: wrk 4.1 waits for the body a HEAD response announces.
+    Same connections; TOKIO_WORKER_THREADS pins oha's threads to wrk's."""
+    if req["body"]:
+        raise BenchError("run_oha only sends requests without a body")
+    cmd = [str(OHA), "-z", f"{seconds}s", "-c", str(args.connections), "--no-tui", "--output-format", "json",
+           "-m", req["method"]]
+    for k, v in req["headers"].items():
+        if k.lower() == "host":
+            cmd += ["--host", v]
+        else:
+            cmd += ["-H", f"{k}: {v}"]
+    cmd.append(f"http://127.0.0.1:{port}{req['path']}")
+    env = dict(os.environ, TOKIO_WORKER_THREADS=str(args.threads))
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60, env=env)
+    if out.returncode != 0:
+        raise BenchError(f"oha failed ({out.returncode}): {out.stdout}\n{out.stderr}")
+    j = json.loads(out.stdout)
+    statuses = {int(k): v for k, v in j.get("statusCodeDistribution", {}).items()}
+    done = sum(statuses.values())
+    lat = j["latencyPercentiles"]
+    return {
+        "requests": done,
+        "duration_us": int(j["summary"]["total"] * 1e6),
+        "rps": done / j["summary"]["total"],
+        "non2xx": sum(v for k, v in statuses.items() if not 200 <= k < 400),
+        "socket_errors": sum(j.get("errorDistribution", {}).values()),
+        "p50_us": int((lat.get("p50") or 0) * 1e6),
+        "p99_us": int((lat.get("p99") or 0) * 1e6),
+        "tool": "oha",
+    }
+
+
+def load(case, req, script, port, args, seconds):
+    if req["method"] == "HEAD":
+        return run_oha(req, port, args, seconds)
+    r = run_wrk(script, port, args, seconds)
+    r["tool"] = "wrk"
+    return r
+
+
 def one_request(port, req):
     c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     c.request(req["method"], req["path"], body=req["body"] or None, headers=req["headers"])
@@ -387,6 +431,8 @@ def capture_chunked(key, size, chunk):
     srv.close()
     if out.returncode != 0 or "head" not in got:
         raise BenchError(f"capturing the signed-chunked PUT failed: {out.stdout}{out.stderr}")
+    got["sha256"] = hashlib.sha256(got["body"]).hexdigest()
+    got["signed_at"] = time.monotonic()
     return got
 
 
@@ -444,6 +490,37 @@ def loadavg():
         return None
 
 
+# Signatures are valid for 15 minutes of clock skew: sign again well before.
+RESIGN_AFTER_S = 600
+
+
+def sign_cases(up, variants, ports, args, work, notes, statuses=None):
+    """Signs every (case, variant) request and writes its wrk script. Given
+    `statuses`, sends each once and records its status there: it must be
+    what the variant promises, or the numbers would mean nothing."""
+    scripts = {}
+    for case in args.cases:
+        for v in variants:
+            req = request_for(case, v)
+            path = work / f"wrk-{up.name}-{case}-{v.name}.lua"
+            path.write_text(wrk_script(req))
+            scripts[(case, v.name)] = path
+            scripts[(case, v.name, "req")] = req
+            if statuses is None:
+                continue
+            status, body = one_request(ports[v.name], req)
+            want_ok = expect_ok(case, v, up)
+            if (200 <= status < 300) != want_ok:
+                msg = (f"{up.name}/{v.name}/{case}: status {status}, expected "
+                       f"{'2xx' if want_ok else 'a refusal'}: {body[:300]!r}")
+                if v.verifies or v.name == "bare":
+                    raise BenchError(msg)
+                notes.append(msg)
+                log("note: " + msg)
+            statuses[(case, v.name)] = status
+    return scripts
+
+
 def bench_upstream(upname, args, work, procs, caps, rows, put_rows, notes):
     up = UPSTREAMS[upname](procs, work, args)
     log(f"upstream {up.name}: {up.describe} on :{up.port}")
@@ -460,42 +537,33 @@ def bench_upstream(upname, args, work, procs, caps, rows, put_rows, notes):
         put_variants.append(Variant("sha256-wasm", "Envoy + SHA-256 of the body in V8 (benches/sha256-wasm)",
                                     TENANT, False, None))
 
-    # Requests, scripts and a preflight of every (case, variant): the status
-    # must be what the variant promises, or the numbers would mean nothing.
-    scripts = {}
-    for case in args.cases:
-        for v in variants:
-            req = request_for(case, v)
-            path = work / f"wrk-{up.name}-{case}-{v.name}.lua"
-            path.write_text(wrk_script(req))
-            scripts[(case, v.name)] = path
-            status, body = one_request(ports[v.name], req)
-            want_ok = expect_ok(case, v, up)
-            if (200 <= status < 300) != want_ok:
-                msg = (f"{up.name}/{v.name}/{case}: status {status}, expected "
-                       f"{'2xx' if want_ok else 'a refusal'}: {body[:300]!r}")
-                if v.verifies or v.name == "bare":
-                    raise BenchError(msg)
-                notes.append(msg)
-                log("note: " + msg)
-            scripts[(case, v.name, "status")] = status
-
+    statuses = {}
+    scripts = sign_cases(up, variants, ports, args, work, notes, statuses)
     log(f"warm-up ({args.warmup}s per variant)")
     for v in variants:
-        run_wrk(scripts[(args.cases[0], v.name)], ports[v.name], args, args.warmup)
+        c0 = args.cases[0]
+        load(c0, scripts[(c0, v.name, "req")], scripts[(c0, v.name)], ports[v.name], args, args.warmup)
 
+    signed_at = time.monotonic()
     for rnd in range(1, args.rounds + 1):
+        if time.monotonic() - signed_at > RESIGN_AFTER_S:
+            scripts = sign_cases(up, variants, ports, args, work, notes)
+            signed_at = time.monotonic()
         la = loadavg()
         log(f"{up.name} round {rnd}/{args.rounds} (load average {la})")
         for case in args.cases:
             for v in variants:
-                r = run_wrk(scripts[(case, v.name)], ports[v.name], args, args.duration)
+                r = load(case, scripts[(case, v.name, "req")], scripts[(case, v.name)], ports[v.name], args,
+                         args.duration)
                 r.update(case=case, variant=v.name, upstream=up.name, round=rnd,
-                         status=scripts[(case, v.name, "status")])
+                         status=statuses[(case, v.name)])
                 rows.append(r)
                 log(f"  {case:16} {v.name:12} {r['rps']:9.0f} rps  p50 {r['p50_us']:6d} us  "
                     f"p99 {r['p99_us']:7d} us  non2xx {r['non2xx']}  socket errors {r['socket_errors']}")
         if args.put_mib > 0:
+            for name, key in (("tenant", TENANT), ("admin", ADMIN)):
+                if time.monotonic() - caps[name]["signed_at"] > RESIGN_AFTER_S:
+                    caps[name] = capture_chunked(key, args.put_mib << 20, args.put_chunk)
             for v in put_variants:
                 cap = caps["admin"] if v.key is ADMIN else caps["tenant"]
                 for _ in range(args.uploads):
@@ -533,6 +601,7 @@ def aggregate(rows, put_rows, args):
             "p50_us": int(median([r["p50_us"] for r in rs])),
             "p99_us": int(median([r["p99_us"] for r in rs])),
             "status": rs[0]["status"],
+            "tool": rs[0]["tool"],
             "non2xx": sum(r["non2xx"] for r in rs),
             "socket_errors": sum(r["socket_errors"] for r in rs),
             "rounds": [{"rps": round(r["rps"], 1), "p50_us": r["p50_us"], "p99_us": r["p99_us"]} for r in rs],
@@ -607,7 +676,7 @@ def markdown(result):
         lines.append("| case | " + " | ".join(f"{v} rps | {v} p50 / p99" for v in vs) + " | filter / bare |")
         lines.append("|---" * (2 * len(vs) + 2) + "|")
         for case in CASES + [PUT_CASE]:
-            row = [case]
+            row = [case + (" (oha)" if case == "head" else "")]
             any_cell = False
             for v in vs:
                 c = find(result["cases"], case, v, up)
@@ -663,6 +732,8 @@ def main():
     args.upstreams = args.upstreams.split(",")
     args.variants = args.variants.split(",")
     args.cases = args.cases.split(",")
+    global PUT_CASE
+    PUT_CASE = f"put_{args.put_mib}mib_chunked"
     for v in args.variants:
         if v not in VARIANTS:
             p.error(f"unknown variant {v}")
@@ -679,6 +750,8 @@ def main():
     for tool in ("wrk", "nginx"):
         if shutil.which(tool) is None:
             sys.exit(f"{tool} is missing: run scripts/setup.sh bench")
+    if "head" in args.cases and not OHA.exists():
+        sys.exit(f"{OHA} is missing: run scripts/setup.sh bench")
 
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -694,7 +767,6 @@ def main():
             log(f"signing the {args.put_mib} MiB aws-chunked PUTs with aws-sigv4 (bucketgate-testclient)")
             for name, key in (("tenant", TENANT), ("admin", ADMIN)):
                 caps[name] = capture_chunked(key, args.put_mib << 20, args.put_chunk)
-                caps[name]["sha256"] = hashlib.sha256(caps[name]["body"]).hexdigest()
         for upname in args.upstreams:
             up = bench_upstream(upname, args, work, procs, caps, rows, put_rows, notes)
             ups[up.name] = up.describe
