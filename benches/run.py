@@ -343,7 +343,7 @@ def run_oha(req, port, args, seconds):
     Same connections; TOKIO_WORKER_THREADS pins oha's threads to wrk's."""
     if req["body"]:
         raise BenchError("run_oha only sends requests without a body")
-    cmd = [str(OHA), "-z", f"{seconds}s", "-c", str(args.connections), "--no-tui", "--output-format", "json",
+    cmd = [str(OHA), "-z", f"{seconds}s", "-w", "-c", str(args.connections), "--no-tui", "--output-format", "json",
            "-m", req["method"]]
     for k, v in req["headers"].items():
         if k.lower() == "host":
@@ -485,7 +485,7 @@ def sha256_selftest(procs, work, up, args):
 
 def loadavg():
     try:
-        return os.getloadavg()[0]
+        return round(os.getloadavg()[0], 2)
     except OSError:
         return None
 
@@ -713,8 +713,8 @@ def markdown(result):
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default=str(ROOT / "target/bench"))
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--duration", type=int, default=3, help="seconds per wrk run")
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--duration", type=int, default=2, help="seconds per wrk/oha run")
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--threads", type=int, default=1, help="wrk threads (every variant)")
     p.add_argument("--connections", type=int, default=16, help="wrk connections (every variant)")
@@ -722,7 +722,7 @@ def main():
     p.add_argument("--nginx-workers", type=int, default=1)
     p.add_argument("--put-mib", type=int, default=64, help="signed-chunked PUT size (0 = skip)")
     p.add_argument("--put-chunk", type=int, default=65536)
-    p.add_argument("--uploads", type=int, default=2, help="uploads per variant per round")
+    p.add_argument("--uploads", type=int, default=1, help="uploads per variant per round")
     p.add_argument("--read-sample-rate", type=float, default=1.0, help="filter audit.read_sample_rate")
     p.add_argument("--upstreams", default="fast,s3s")
     p.add_argument("--variants", default="bare,sigv4,filter")
