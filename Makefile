@@ -10,7 +10,7 @@ VENV := $(or $(BUCKETGATE_CACHE),$(HOME)/.cache/bucketgate)/venv
 WASM := target/wasm32-wasip1/release/bucketgate_filter_wasm.wasm
 MODE ?= wasm
 
-.PHONY: test demo bench fuzz lint setup-rust check-wasm check-fuzz e2e wasm
+.PHONY: test demo bench bench-core fuzz lint setup-rust check-wasm check-fuzz e2e wasm
 
 test: setup-rust lint
 	$(CARGO) test --workspace
@@ -45,7 +45,20 @@ setup-rust:
 demo:
 	MODE=$(MODE) scripts/demo.sh
 
-bench:
+# Load benchmark (benches/README.md): bare Envoy vs native aws_request_signing
+# vs our filter, against nginx and s3s-fs; writes target/bench/results.{json,md}.
+# Extra options for benches/run.py: make bench BENCH_ARGS="--rounds 5".
+BENCH_ARGS ?=
+bench: wasm
+	@scripts/setup.sh python
+	@scripts/setup.sh s3s
+	@scripts/setup.sh bench
+	$(CARGO) build --release -p bucketgate-bench-sha256-wasm --target wasm32-wasip1
+	$(CARGO) build -p bucketgate-testclient
+	$(VENV)/bin/python benches/run.py --out target/bench $(BENCH_ARGS)
+
+# Criterion micro-benchmarks of the core (signature check, chunk decoding, ...).
+bench-core:
 	$(CARGO) bench -p bucketgate-core --bench core
 
 # Coverage-guided fuzzing with cargo-fuzz. cargo-fuzz needs nightly flags;

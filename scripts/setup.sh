@@ -14,6 +14,9 @@ ENVOY_VERSION=1.40.0
 BOTO3_VERSION=1.44.5
 AWSCLI_DEB_VERSION=2.9.19-1
 S3S_FS_VERSION=0.14.1
+WRK_DEB_VERSION=4.1.0-3+b2
+NGINX_LIGHT_DEB_VERSION=1.22.1-9+deb12u11
+OHA_VERSION=1.16.0
 
 CACHE="${BUCKETGATE_CACHE:-$HOME/.cache/bucketgate}"
 VENV="$CACHE/venv"
@@ -59,12 +62,22 @@ setup_awscli() {
   apt_install "awscli=$AWSCLI_DEB_VERSION"
 }
 
+# Load generators and the fast static upstream for `make bench` (Debian
+# packages, pinned; the nginx service is never started, benches/ runs its
+# own). oha (crates.io) only for HEAD: wrk 4.1 hangs on HEAD replies; built
+# with native-tls (OpenSSL headers) because its default rustls needs cmake.
 setup_bench() {
-  local missing=()
-  command -v wrk >/dev/null || missing+=(wrk)
-  command -v nginx >/dev/null || missing+=(nginx-light)
-  if [ ${#missing[@]} -gt 0 ]; then
-    apt_install "${missing[@]}"
+  local want=()
+  dpkg-query -W -f='${Version}' wrk 2>/dev/null | grep -qxF "$WRK_DEB_VERSION" || want+=("wrk=$WRK_DEB_VERSION")
+  dpkg-query -W -f='${Version}' nginx-light 2>/dev/null | grep -qxF "$NGINX_LIGHT_DEB_VERSION" \
+    || want+=("nginx-light=$NGINX_LIGHT_DEB_VERSION")
+  if [ ${#want[@]} -gt 0 ]; then
+    apt_install "${want[@]}"
+  fi
+  if ! { [ -x "$TOOLS/bin/oha" ] && "$TOOLS/bin/oha" --version 2>/dev/null | grep -qF "$OHA_VERSION"; }; then
+    dpkg-query -W -f='${Status}' libssl-dev 2>/dev/null | grep -q "ok installed" || apt_install libssl-dev pkg-config
+    log "installing oha $OHA_VERSION into $TOOLS (takes several minutes)"
+    cargo install --locked --quiet --root "$TOOLS" oha --version "$OHA_VERSION" --no-default-features --features native-tls
   fi
 }
 

@@ -56,6 +56,12 @@ use crate::secret::SecretKey;
 // API group, finalizer, annotations
 // ---------------------------------------------------------------------------
 
+/// Object keys under this prefix belong to the gateway: tenants can neither
+/// read nor write them (the operator records bucket ownership there).
+pub const RESERVED_KEY_PREFIX: &str = ".bucketgate/";
+/// The ownership marker the operator writes into every bucket it binds.
+pub const OWNER_MARKER_KEY: &str = ".bucketgate/owner.json";
+
 /// CRD API group.
 pub const API_GROUP: &str = "broker.stowage.io";
 /// CRD API version.

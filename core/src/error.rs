@@ -31,6 +31,10 @@ pub enum AccessDeniedReason {
     Anonymous,
     /// An anonymous binding allows reads only.
     AnonymousWrite,
+    /// The object key is under the gateway's reserved prefix
+    /// ([`crate::contract::RESERVED_KEY_PREFIX`], the operator's ownership
+    /// marker lives there).
+    ReservedKey,
 }
 
 /// Debug detail of a signature mismatch, returned to the tenant as AWS does.
@@ -177,6 +181,7 @@ impl DenyReason {
             AccessDenied(AccessDeniedReason::CopySourceOutOfScope) => "Access Denied: the copy source bucket is not in this credential's scope.".into(),
             AccessDenied(AccessDeniedReason::Anonymous) => "Access Denied".into(),
             AccessDenied(AccessDeniedReason::AnonymousWrite) => "Access Denied: anonymous access is read-only.".into(),
+            AccessDenied(AccessDeniedReason::ReservedKey) => "Access Denied: keys under .bucketgate/ are reserved for the gateway.".into(),
             MethodNotAllowed => "The specified method is not allowed against this resource.".into(),
             NotImplemented(m) => format!("A header or operation you provided implies functionality that is not implemented: {m}").into(),
             SlowDown { .. } => "Please reduce your request rate.".into(),
@@ -212,6 +217,7 @@ impl DenyReason {
             AccessDenied(AccessDeniedReason::CopySourceOutOfScope) => "copy_source_scope_violation",
             AccessDenied(AccessDeniedReason::Anonymous) => "anonymous",
             AccessDenied(AccessDeniedReason::AnonymousWrite) => "anonymous_write",
+            AccessDenied(AccessDeniedReason::ReservedKey) => "reserved_key",
             MethodNotAllowed => "method_not_allowed",
             NotImplemented(_) => "not_implemented",
             SlowDown {

@@ -108,6 +108,9 @@ pub fn authorize<'s>(
     let Some(scope) = scopes.iter().find(|s| s.bucket == bucket) else {
         return deny(AccessDeniedReason::ScopeViolation);
     };
+    if is_reserved(req) {
+        return deny(AccessDeniedReason::ReservedKey);
+    }
     let is_copy = matches!(
         req.operation,
         Operation::CopyObject | Operation::UploadPartCopy
@@ -148,6 +151,15 @@ fn anonymous_allowed(op: Operation) -> bool {
 /// `AccessDenied(Anonymous)`; a write (incl. unknown operations) on the
 /// bucket → `AccessDenied(AnonymousWrite)`; any other read →
 /// `AccessDenied(Anonymous)`.
+/// The object key or the copy source key lies under the reserved prefix.
+/// (DeleteObjects names its keys in the body, which the gateway does not
+/// read: the operator rewrites a deleted marker on its next reconcile.)
+fn is_reserved(req: &S3Request<'_>) -> bool {
+    let reserved = |key: &str| key.starts_with(crate::contract::RESERVED_KEY_PREFIX);
+    req.key.as_deref().is_some_and(reserved)
+        || req.copy_source.as_ref().is_some_and(|c| reserved(&c.key))
+}
+
 pub fn authorize_anonymous<'s>(
     binding: &'s Scope,
     req: &S3Request<'_>,
@@ -155,6 +167,9 @@ pub fn authorize_anonymous<'s>(
     let deny = |r| Err(DenyReason::AccessDenied(r));
     if req.bucket != Some(binding.bucket.as_str()) {
         return deny(AccessDeniedReason::Anonymous);
+    }
+    if is_reserved(req) {
+        return deny(AccessDeniedReason::ReservedKey);
     }
     if anonymous_allowed(req.operation) && req.copy_source.is_none() {
         return Ok(binding);

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::crd::AddressingStyle;
 
 /// Key of the owner marker object in every bucket the operator creates.
-pub const OWNER_MARKER_KEY: &str = ".bucketgate/owner.json";
+pub use bucketgate_core::contract::OWNER_MARKER_KEY;
 
 /// How to reach a backend as its admin.
 #[derive(Clone, Debug)]

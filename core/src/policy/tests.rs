@@ -460,3 +460,48 @@ fn list_buckets_synthesised() {
     check_xml(&xml);
     assert!(xml.contains("<Buckets></Buckets>"));
 }
+
+#[test]
+fn reserved_keys_are_refused() {
+    let s = scopes();
+    let reserved = denied(AccessDeniedReason::ReservedKey);
+    for (m, t, c) in [
+        ("GET", "/uploads/.bucketgate/owner.json", None),
+        ("HEAD", "/uploads/.bucketgate/owner.json", None),
+        ("PUT", "/uploads/.bucketgate/owner.json", None),
+        ("DELETE", "/uploads/.bucketgate/owner.json", None),
+        (
+            "PUT",
+            "/uploads/.bucketgate/x?partNumber=1&uploadId=u",
+            None,
+        ),
+        (
+            "PUT",
+            "/uploads/stolen",
+            Some("/uploads/.bucketgate/owner.json"),
+        ),
+    ] {
+        assert_eq!(
+            authorize(&s, &req(m, t, c)),
+            Err(reserved.clone()),
+            "{m} {t}"
+        );
+    }
+    // Only the exact prefix: look-alikes and listings stay allowed.
+    for (m, t) in [
+        ("GET", "/uploads/.bucketgate"),
+        ("GET", "/uploads/x/.bucketgate/owner.json"),
+        ("GET", "/uploads/.bucketgateway/k"),
+        ("GET", "/uploads?list-type=2&prefix=.bucketgate/"),
+    ] {
+        assert!(authorize(&s, &req(m, t, None)).is_ok(), "{m} {t}");
+    }
+    let b = Scope::new("prod", "public-assets");
+    assert_eq!(
+        authorize_anonymous(
+            &b,
+            &req("GET", "/public-assets/.bucketgate/owner.json", None)
+        ),
+        Err(reserved)
+    );
+}
