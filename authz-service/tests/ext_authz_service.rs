@@ -531,6 +531,54 @@ async fn grpc_health_reports_the_authorization_service_serving() {
 }
 
 #[test]
+fn unsampled_reads_carry_no_audit_row_but_writes_and_denials_do() {
+    let config = Config::from_json(
+        format!(
+            r#"{{"region": "us-east-1", "audit": {{"read_sample_rate": 0.0}},
+                "backends": [{{"name": "local", "cluster": "backend_local",
+                               "host": "{UPSTREAM_HOST}", "region": "us-east-1",
+                               "access_key_id": "{}", "secret_access_key": "{}"}}]}}"#,
+            ADMIN.0, ADMIN.1
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let mut creds = HashMap::new();
+    creds.insert(
+        TENANT.0.to_owned(),
+        Credential::new(TENANT.0, TENANT.1, vec![Scope::new("local", "alpha")]),
+    );
+    let service = Service::build(
+        config,
+        SnapshotHandle::new(Snapshot {
+            version: 1,
+            credentials: creds,
+        }),
+        Metrics::new(),
+        None,
+        Box::new(FixedClock),
+    );
+    let read = service.decide(&header_signed("GET", "/alpha/x", &[]));
+    forwarded(&read);
+    assert!(metadata(&read, ext_authz::AUDIT_METADATA).is_none());
+    let write = service.decide(&header_signed("DELETE", "/alpha/x", &[]));
+    let (set, _) = forwarded(&write);
+    // Static admin credentials from the config (no admin source).
+    assert_signed_for_upstream(&set, "DELETE", ADMIN);
+    assert!(
+        metadata(&write, ext_authz::AUDIT_METADATA)
+            .unwrap()
+            .contains("DeleteObject")
+    );
+    let denied = service.decide(&header_signed("GET", "/beta/x", &[]));
+    assert!(
+        metadata(&denied, ext_authz::AUDIT_METADATA)
+            .unwrap()
+            .contains("scope_violation")
+    );
+}
+
+#[test]
 fn system_time_is_the_default_clock() {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
