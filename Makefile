@@ -55,6 +55,7 @@ bench: wasm
 	@scripts/setup.sh bench
 	$(CARGO) build --release -p bucketgate-bench-sha256-wasm --target wasm32-wasip1
 	$(CARGO) build -p bucketgate-testclient
+	$(CARGO) build --release -p bucketgate-authz
 	$(VENV)/bin/python benches/run.py --out target/bench $(BENCH_ARGS)
 
 # Criterion micro-benchmarks of the core (signature check, chunk decoding, ...).

@@ -231,15 +231,45 @@ def start_filter(procs, work, up, args, tag):
     return run_envoy(procs, work, f"filter-{tag}", cfg, port, admin, args)
 
 
+AUTHZ = ROOT / "target/release/bucketgate-authz"
+
+
 def start_ext_authz(procs, work, up, args, tag):
-    """HOOK for the ext_authz variant (authz-service). To wire it in:
-    start the authz-service here (procs.start, on a free 127.0.0.1 port,
-    fed the same tenants as plugin_config), render the Envoy config with
-    gateway_py(work, f"ext_authz-{tag}", up, args, extra_flags=[<the
-    ext_authz flags of envoy/gateway.py>]), then `return run_envoy(...)`.
-    Everything else (cases, signing, expectations, interleaving, report) is
-    shared: select it with `--variants bare,sigv4,filter,ext_authz`."""
-    raise BenchError("the ext_authz variant is not wired yet: see start_ext_authz() in benches/run.py")
+    """The broker as deployed (`bucketgate-authz serve --grpc-listen`): a
+    SQLite store in the work dir, the admin key in its config, the gateway
+    settings (plugin_config without keys) as its `ext_authz` section, the
+    two tenants made with its CLI (it generates their secrets, which this
+    variant signs with). Envoy from envoy/gateway.py --mode ext-authz."""
+    name = f"ext_authz-{tag}"
+    settings = plugin_config(up, args)
+    del settings["credentials"]
+    for b in settings["backends"]:
+        del b["access_key_id"], b["secret_access_key"]
+    grpc_port, http_port = free_port(), free_port()
+    config = work / f"authz-{name}.json"
+    config.write_text(json.dumps({
+        "database": str(work / f"authz-{name}.db"),
+        "http_listen": f"127.0.0.1:{http_port}",
+        "backends": [{"name": "up", "credentials": {"source": "static", "access_key_id": ADMIN[0],
+                                                    "secret_access_key": ADMIN[1]}}],
+        "ext_authz": settings,
+    }))
+
+    def create(key, bucket):
+        out = subprocess.run([str(AUTHZ), "--config", str(config), "creds", "create", "--json",
+                              "--access-key-id", key, "--bucket", f"up:{bucket}"],
+                             check=True, capture_output=True, text=True).stdout
+        return (key, json.loads(out)["secret_access_key"])
+
+    variant = VARIANTS["ext_authz"]
+    variant.key = create(TENANT[0], BUCKET)
+    variant.other = create(OTHER[0], OTHER_BUCKET)
+    p = procs.start(f"authz-{tag}", [str(AUTHZ), "--config", str(config), "serve", "--grpc-listen",
+                                     f"127.0.0.1:{grpc_port}"])
+    wait_http(http_port, "/readyz", seconds=30, proc=p, name=f"bucketgate-authz {tag}")
+    cfg, port, admin = gateway_py(work, name, up, args,
+                                  extra_flags=["--mode", "ext-authz", "--authz", f"127.0.0.1:{grpc_port}"])
+    return run_envoy(procs, work, name, cfg, port, admin, args)
 
 
 VARIANTS = {
@@ -279,7 +309,7 @@ def request_for(case, variant):
     if case == "bad_signature":
         return signed("GET", OBJ, key, secret="not-the-secret")  # well-formed, wrong signature
     if case == "scope_violation":
-        return signed("GET", OBJ, OTHER)  # a key scoped to bucket "other"
+        return signed("GET", OBJ, getattr(variant, "other", OTHER))  # a key scoped to bucket "other"
     raise BenchError(f"unknown case {case}")
 
 
@@ -565,7 +595,11 @@ def bench_upstream(upname, args, work, procs, caps, rows, put_rows, notes):
                 if time.monotonic() - caps[name]["signed_at"] > RESIGN_AFTER_S:
                     caps[name] = capture_chunked(key, args.put_mib << 20, args.put_chunk)
             for v in put_variants:
-                cap = caps["admin"] if v.key is ADMIN else caps["tenant"]
+                own = (v.name, *v.key)  # a variant with keys of its own (ext_authz: made per upstream)
+                if v.key not in (TENANT, ADMIN) and (
+                        own not in caps or time.monotonic() - caps[own]["signed_at"] > RESIGN_AFTER_S):
+                    caps[own] = capture_chunked(v.key, args.put_mib << 20, args.put_chunk)
+                cap = caps["admin"] if v.key is ADMIN else caps.get(own, caps["tenant"])
                 for _ in range(args.uploads):
                     elapsed, status, head = replay(ports[v.name], cap)
                     row = {"variant": v.name, "upstream": up.name, "round": rnd, "seconds": elapsed,
@@ -663,6 +697,7 @@ def targets(cases, selftest):
     ratio_target("filter GET 1 KiB rps / bare GET 1 KiB rps", find(cases, "get_1k", "filter"), bare, 0.90)
     ratio_target("filter ListBuckets rps / bare GET 1 KiB rps", find(cases, "list_buckets", "filter"), bare, 1.5)
     ratio_target("filter bad signature rps / bare GET 1 KiB rps", find(cases, "bad_signature", "filter"), bare, 1.5)
+    ratio_target("ext_authz GET 1 KiB rps / bare GET 1 KiB rps", find(cases, "get_1k", "ext_authz"), bare, 0.60)
     # "close to the speed of sha256 inside wasm": read here as >= 0.80x of
     # the same PUT through an Envoy whose only filter hashes the body in V8.
     ratio_target("filter chunked PUT MiB/s / sha256-in-wasm filter MiB/s",
@@ -750,7 +785,7 @@ def main():
     p.add_argument("--uploads", type=int, default=1, help="uploads per variant per round")
     p.add_argument("--read-sample-rate", type=float, default=1.0, help="filter audit.read_sample_rate")
     p.add_argument("--upstreams", default="fast,s3s")
-    p.add_argument("--variants", default="bare,sigv4,filter")
+    p.add_argument("--variants", default="bare,sigv4,filter,ext_authz")
     p.add_argument("--cases", default=",".join(CASES))
     p.add_argument("--keep-work", action="store_true")
     p.add_argument("--from-json", help="only recompute targets and the table from a results.json")
