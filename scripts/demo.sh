@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# make demo: s3s-fs (the upstream, holding the only admin key) + Envoy with
-# the bucketgate filter on 127.0.0.1:8090, two buckets, two tenant keys.
+# make demo: s3s-fs (the upstream, holding the only admin key) + the
+# bucketgate-authz broker (SQLite store .demo/credentials.db, two tenant keys
+# made with its CLI) + Envoy with the bucketgate filter on 127.0.0.1:8090,
+# which polls the broker's credential feed. Two buckets, two tenant keys.
 # MODE=ext-authz: Envoy asks the bucketgate-authz ext_authz gRPC service
 # (the broker: `serve --grpc-listen 127.0.0.1:$AUTHZ_PORT`, health and
 # metrics on $AUTHZ_HTTP_PORT, keys in .demo/credentials.db made with its
@@ -28,41 +30,20 @@ scripts/setup.sh rust
 scripts/setup.sh python
 scripts/setup.sh s3s
 cargo build --release -p bucketgate-filter-wasm --target wasm32-wasip1
-if [ "$MODE" = ext-authz ]; then
-  cargo build --release -p bucketgate-authz
-fi
+cargo build --release -p bucketgate-authz
 
 mkdir -p "$DEMO/data/demo-bucket" "$DEMO/data/other-bucket"
 ADMIN_KEY=$(python3 -c 'import secrets,string; print("ADMIN"+"".join(secrets.choice(string.ascii_uppercase+"234567") for _ in range(15)))')
 ADMIN_SECRET=$(python3 -c 'import secrets; print(secrets.token_urlsafe(30)[:40])')
-mint() { python3 -c 'import secrets,string; print("AKIA"+"".join(secrets.choice(string.ascii_uppercase+"234567") for _ in range(16)), secrets.token_urlsafe(30)[:40])'; }
-read -r T_KEY T_SECRET < <(mint)
-read -r O_KEY O_SECRET < <(mint)
+# The wasm filter fetches the broker's feed with this bearer token.
+export BUCKETGATE_FEED_TOKEN
+BUCKETGATE_FEED_TOKEN=$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')
 
-WASM="$ROOT/target/wasm32-wasip1/release/bucketgate_filter_wasm.wasm"
-if [ "$MODE" = wasm ]; then
-python3 - "$DEMO/plugin.json" <<PY
-import json, sys
-json.dump({
-  "region": "us-east-1",
-  "host_suffixes": ["s3.localhost"],
-  "s3_proxy": {"global_rps": 0, "per_key_rps": 0},
-  "backends": [{"name": "local", "cluster": "backend_local", "host": "127.0.0.1:$S3_PORT", "region": "us-east-1",
-                "access_key_id": "$ADMIN_KEY", "secret_access_key": "$ADMIN_SECRET"}],
-  "credentials": [
-    {"access_key_id": "$T_KEY", "secret_access_key": "$T_SECRET", "scopes": [{"backend": "local", "bucket": "demo-bucket"}]},
-    {"access_key_id": "$O_KEY", "secret_access_key": "$O_SECRET", "scopes": [{"backend": "local", "bucket": "other-bucket"}]}
-  ]}, open(sys.argv[1], "w"), indent=1)
-PY
-chmod 600 "$DEMO/plugin.json"
-python3 envoy/gateway.py --wasm "$WASM" \
-  --plugin-config "$DEMO/plugin.json" --backend "backend_local=127.0.0.1:$S3_PORT" \
-  --port "$PORT" --admin-port "$ADMIN_PORT" --access-log "$DEMO/audit.log" > "$DEMO/envoy.json"
-METRICS="http://127.0.0.1:$ADMIN_PORT/stats/prometheus"
-else
-# The broker: a fresh SQLite store, the admin key in its config, the
-# gateway settings in its ext_authz section; tenant keys made with its CLI.
+# The broker, in both modes: a fresh SQLite store, the admin key in its
+# config, the gateway settings in its ext_authz section; tenant keys made
+# with its CLI.
 AUTHZ="$ROOT/target/release/bucketgate-authz"
+WASM="$ROOT/target/wasm32-wasip1/release/bucketgate_filter_wasm.wasm"
 rm -f "$DEMO"/credentials.db*
 python3 - "$DEMO/authz.json" <<PY
 import json, os, sys
@@ -85,10 +66,34 @@ create() { # bucket -> "KEY SECRET"
 }
 read -r T_KEY T_SECRET < <(create demo-bucket)
 read -r O_KEY O_SECRET < <(create other-bucket)
+
+if [ "$MODE" = wasm ]; then
+# No credentials in the plugin config: they come from the broker's feed
+# (polled every second), which also carries the admin key.
+python3 - "$DEMO/plugin.json" <<PY
+import json, os, sys
+with open(os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+  json.dump({
+  "region": "us-east-1",
+  "host_suffixes": ["s3.localhost"],
+  "s3_proxy": {"global_rps": 0, "per_key_rps": 0},
+  "backends": [{"name": "local", "cluster": "backend_local", "host": "127.0.0.1:$S3_PORT", "region": "us-east-1",
+                "access_key_id": "$ADMIN_KEY", "secret_access_key": "$ADMIN_SECRET"}],
+  "feed": {"cluster": "bucketgate_feed", "token": "$BUCKETGATE_FEED_TOKEN", "poll_ms": 1000, "timeout_ms": 1000}
+  }, f, indent=1)
+PY
+python3 envoy/gateway.py --wasm "$WASM" \
+  --plugin-config "$DEMO/plugin.json" --backend "backend_local=127.0.0.1:$S3_PORT" \
+  --feed-cluster "bucketgate_feed=127.0.0.1:$AUTHZ_HTTP_PORT" \
+  --port "$PORT" --admin-port "$ADMIN_PORT" --access-log "$DEMO/audit.log" > "$DEMO/envoy.json"
+METRICS="http://127.0.0.1:$ADMIN_PORT/stats/prometheus (filter), http://127.0.0.1:$AUTHZ_HTTP_PORT/metrics (broker)"
+GRPC=()
+else
 python3 envoy/gateway.py --mode ext-authz --authz "127.0.0.1:$AUTHZ_PORT" --wasm "$WASM" \
   --backend "backend_local=127.0.0.1:$S3_PORT" \
   --port "$PORT" --admin-port "$ADMIN_PORT" --access-log "$DEMO/audit.log" > "$DEMO/envoy.json"
 METRICS="http://127.0.0.1:$AUTHZ_HTTP_PORT/metrics (checks), http://127.0.0.1:$ADMIN_PORT/stats/prometheus (Envoy)"
+GRPC=(--grpc-listen "127.0.0.1:$AUTHZ_PORT")
 fi
 
 write_env() { # file key secret bucket
@@ -117,15 +122,13 @@ trap "exit 0" INT TERM
 "$CACHE/tools/bin/s3s-fs" --host 127.0.0.1 --port "$S3_PORT" --access-key "$ADMIN_KEY" \
   --secret-key "$ADMIN_SECRET" "$DEMO/data" > "$DEMO/s3s.log" 2>&1 &
 pids+=($!)
-if [ "$MODE" = ext-authz ]; then
-  "$AUTHZ" --config "$DEMO/authz.json" serve --grpc-listen "127.0.0.1:$AUTHZ_PORT" > "$DEMO/authz.log" 2>&1 &
-  pids+=($!)
-  for _ in $(seq 100); do
-    curl -fs "127.0.0.1:$AUTHZ_HTTP_PORT/readyz" >/dev/null 2>&1 && break
-    sleep 0.1
-  done
-  curl -fs "127.0.0.1:$AUTHZ_HTTP_PORT/readyz" >/dev/null || { echo "bucketgate-authz is not ready; see $DEMO/authz.log" >&2; exit 1; }
-fi
+"$AUTHZ" --config "$DEMO/authz.json" serve "${GRPC[@]}" > "$DEMO/authz.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do
+  curl -fs "127.0.0.1:$AUTHZ_HTTP_PORT/readyz" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+curl -fs "127.0.0.1:$AUTHZ_HTTP_PORT/readyz" >/dev/null || { echo "bucketgate-authz is not ready; see $DEMO/authz.log" >&2; exit 1; }
 "$CACHE/venv/bin/envoy" -c "$DEMO/envoy.json" --concurrency 2 --log-level warn > "$DEMO/envoy.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 100); do
@@ -133,6 +136,12 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 curl -fs "127.0.0.1:$ADMIN_PORT/ready" >/dev/null || { echo "Envoy did not start; see $DEMO/envoy.log" >&2; exit 1; }
+if [ "$MODE" = wasm ]; then # the filter's first feed fetch
+  for _ in $(seq 50); do
+    curl -fs "127.0.0.1:$AUTHZ_HTTP_PORT/metrics" | grep -q '^bucketgate_feed_requests_total{status="200"}' && break
+    sleep 0.1
+  done
+fi
 
 cat <<MSG
 
