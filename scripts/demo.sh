@@ -154,8 +154,9 @@ upstream s3s-fs on 127.0.0.1:$S3_PORT holding the only admin key.
 $(cat "$DEMO/tenant.env")
 
 Try:  set -a; . .demo/tenant.env; set +a
-      aws s3 cp README.md s3://demo-bucket/   # or any S3 client
-      aws s3 ls                              # only demo-bucket: answered by the gateway
+      aws --endpoint-url \$AWS_ENDPOINT_URL s3 cp README.md s3://demo-bucket/   # or any S3 client
+      aws --endpoint-url \$AWS_ENDPOINT_URL s3 ls     # only demo-bucket: answered by the gateway
+More keys: target/release/bucketgate-authz --config .demo/authz.json creds create --bucket local:demo-bucket
 Audit rows: $DEMO/audit.log   Metrics: $METRICS
 Ctrl-C stops everything.
 MSG
