@@ -368,21 +368,8 @@ impl Filter {
         let Some(body) = self.body.as_mut() else {
             return Ok(());
         };
-        let piece = match hostcalls::get_buffer(BufferType::HttpRequestBody, 0, size) {
-            Ok(Some(b)) => b,
-            Ok(None) => Vec::new(),
-            Err(_) => return Err(DenyReason::InternalError("cannot read request body")),
-        };
-        let mut out = Vec::with_capacity(piece.len() + 128);
-        body.push(&piece, &mut out)?;
-        if end {
-            body.finish()?;
-        }
-        if out != piece {
-            hostcalls::set_buffer(BufferType::HttpRequestBody, 0, size, &out)
-                .map_err(|_| DenyReason::InternalError("cannot rewrite request body"))?;
-        }
-        self.metrics.stream_bytes(out.len() as i64);
+        let released = crate::body_only::resign_body_piece(body, size, end)?;
+        self.metrics.stream_bytes(released as i64);
         Ok(())
     }
 }
