@@ -20,6 +20,7 @@ pub mod query;
 pub mod request;
 pub mod resign;
 pub mod secret;
+pub mod settings;
 pub mod sigv4;
 
 pub use credential::{Credential, Scope};

@@ -54,7 +54,7 @@ pub fn declares_signed_chunks(content_sha256: Option<&str>) -> bool {
 }
 
 #[cfg(target_arch = "wasm32")]
-pub use http::BodyOnly;
+pub use http::{BodyOnly, resign_body_piece};
 
 #[cfg(target_arch = "wasm32")]
 mod http {
@@ -65,6 +65,33 @@ mod http {
     use proxy_wasm::types::{Action, BufferType, MapType};
 
     use super::{CHUNKS_KEY, EXT_AUTHZ_NAMESPACE, declares_signed_chunks};
+
+    /// Re-signs the request body piece Envoy holds (`size` bytes; `end`: the
+    /// last one) in place, for both the full filter and body-only mode: the
+    /// resigner releases bytes only up to its verified watermark and the
+    /// buffer is rewritten only when that changed it. Returns the number of
+    /// bytes released.
+    pub fn resign_body_piece(
+        body: &mut BufferedResigner,
+        size: usize,
+        end: bool,
+    ) -> Result<usize, DenyReason> {
+        let piece = match hostcalls::get_buffer(BufferType::HttpRequestBody, 0, size) {
+            Ok(Some(b)) => b,
+            Ok(None) => Vec::new(),
+            Err(_) => return Err(DenyReason::InternalError("cannot read request body")),
+        };
+        let mut out = Vec::with_capacity(piece.len() + 128);
+        body.push(&piece, &mut out)?;
+        if end {
+            body.finish()?;
+        }
+        if out != piece {
+            hostcalls::set_buffer(BufferType::HttpRequestBody, 0, size, &out)
+                .map_err(|_| DenyReason::InternalError("cannot rewrite request body"))?;
+        }
+        Ok(out.len())
+    }
 
     #[derive(Debug, Default)]
     pub struct BodyOnly {
@@ -143,24 +170,10 @@ mod http {
         }
 
         fn request_body(&mut self, size: usize, end: bool) -> Result<(), DenyReason> {
-            let Some(body) = self.body.as_mut() else {
-                return Ok(());
-            };
-            let piece = match hostcalls::get_buffer(BufferType::HttpRequestBody, 0, size) {
-                Ok(Some(b)) => b,
-                Ok(None) => Vec::new(),
-                Err(_) => return Err(DenyReason::InternalError("cannot read request body")),
-            };
-            let mut out = Vec::with_capacity(piece.len() + 128);
-            body.push(&piece, &mut out)?;
-            if end {
-                body.finish()?;
+            match self.body.as_mut() {
+                Some(body) => resign_body_piece(body, size, end).map(|_| ()),
+                None => Ok(()),
             }
-            if out != piece {
-                hostcalls::set_buffer(BufferType::HttpRequestBody, 0, size, &out)
-                    .map_err(|_| DenyReason::InternalError("cannot rewrite request body"))?;
-            }
-            Ok(())
         }
     }
 

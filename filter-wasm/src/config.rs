@@ -5,83 +5,25 @@
 
 use std::collections::HashMap;
 
-use bucketgate_core::chunked::ChunkLimits;
 use bucketgate_core::date::parse_rfc3339;
-use bucketgate_core::gateway::{Backend, Gateway};
+use bucketgate_core::gateway::Gateway;
 use bucketgate_core::limits::LimiterConfig;
-use bucketgate_core::resign::{AdminCredentials, UpstreamAddressing};
-use bucketgate_core::sigv4::Verifier;
-use bucketgate_core::{Credential, Scope, SecretKey};
+use bucketgate_core::settings::{AdminKeys, Settings};
+use bucketgate_core::{Credential, Scope};
 use serde::Deserialize;
 
+#[cfg(test)]
+use bucketgate_core::resign::UpstreamAddressing;
+
+/// The filter's own top-level fields, next to the shared gateway settings
+/// (`bucketgate_core::settings`).
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Raw {
-    region: String,
-    #[serde(default)]
-    host_suffixes: Vec<String>,
-    #[serde(default)]
-    s3_proxy: RawLimits,
-    #[serde(default)]
-    audit: RawAudit,
-    backends: Vec<RawBackend>,
+struct Extras {
     #[serde(default)]
     credentials: Vec<RawCredential>,
-    #[serde(default)]
-    max_chunk_size: Option<u64>,
-    /// Stable CreationDate of synthesised ListBuckets entries (RFC 3339).
-    #[serde(default)]
-    bucket_creation_date: Option<String>,
     /// Live credentials from the broker (see `feed.rs`).
     #[serde(default)]
     feed: Option<crate::feed::RawFeed>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawLimits {
-    #[serde(default)]
-    global_rps: u32,
-    #[serde(default)]
-    per_key_rps: u32,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawAudit {
-    /// Fraction of successful reads that are audited (writes, denials and
-    /// errors always are).
-    #[serde(default = "one")]
-    read_sample_rate: f64,
-}
-
-impl Default for RawAudit {
-    fn default() -> Self {
-        Self {
-            read_sample_rate: 1.0,
-        }
-    }
-}
-
-fn one() -> f64 {
-    1.0
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawBackend {
-    name: String,
-    /// The Envoy cluster requests for this backend are routed to.
-    cluster: String,
-    /// The Host the upstream sees.
-    host: String,
-    region: String,
-    #[serde(default)]
-    addressing: Option<String>,
-    access_key_id: String,
-    secret_access_key: String,
-    #[serde(default)]
-    session_token: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -111,59 +53,15 @@ pub struct Config {
     pub feed: Option<crate::feed::FeedSettings>,
 }
 
-/// Parses and validates the plugin configuration.
+/// Parses and validates the plugin configuration: the shared gateway
+/// settings (every backend with its admin keys) plus credentials and feed.
 pub fn parse(json: &[u8]) -> Result<Config, String> {
-    let raw: Raw = serde_json::from_slice(json).map_err(|e| format!("invalid JSON: {e}"))?;
-    if raw.region.trim().is_empty() {
-        return Err("region must not be empty".into());
-    }
-    if !(0.0..=1.0).contains(&raw.audit.read_sample_rate) {
-        return Err("audit.read_sample_rate must be between 0 and 1".into());
-    }
-    if raw.backends.is_empty() {
-        return Err("at least one backend is required".into());
-    }
-    let mut backends = Vec::new();
-    let mut clusters = Vec::new();
-    for b in raw.backends {
-        let what = format!("backend '{}'", b.name);
-        if b.name.is_empty() || b.cluster.is_empty() || b.host.is_empty() || b.region.is_empty() {
-            return Err(format!(
-                "{what}: name, cluster, host and region are required"
-            ));
-        }
-        if b.access_key_id.is_empty() || b.secret_access_key.is_empty() {
-            return Err(format!(
-                "{what}: admin access_key_id and secret_access_key are required"
-            ));
-        }
-        if backends.iter().any(|x: &Backend| x.name == b.name) {
-            return Err(format!("{what} is defined twice"));
-        }
-        let addressing = match b.addressing.as_deref() {
-            None | Some("path") => UpstreamAddressing::Path,
-            Some("virtual") => UpstreamAddressing::VirtualHost,
-            Some(other) => {
-                return Err(format!(
-                    "{what}: addressing must be 'path' or 'virtual', not '{other}'"
-                ));
-            }
-        };
-        clusters.push(b.cluster);
-        backends.push(Backend {
-            name: b.name,
-            upstream_host: b.host,
-            region: b.region,
-            addressing,
-            credentials: AdminCredentials {
-                access_key_id: b.access_key_id,
-                secret: SecretKey::new(b.secret_access_key),
-                session_token: b.session_token.filter(|t| !t.is_empty()),
-            },
-        });
-    }
+    let raw: Settings<Extras> =
+        serde_json::from_slice(json).map_err(|e| format!("invalid JSON: {e}"))?;
+    let (shared, extras) = raw.build(AdminKeys::Required)?;
+    let backends = &shared.gateway.backends;
     let mut credentials = HashMap::new();
-    for c in raw.credentials {
+    for c in extras.credentials {
         let what = format!("credential '{}'", c.access_key_id);
         if c.access_key_id.is_empty() || c.secret_access_key.is_empty() {
             return Err(format!(
@@ -195,40 +93,16 @@ pub fn parse(json: &[u8]) -> Result<Config, String> {
             return Err(format!("{what} is defined twice"));
         }
     }
-    let creation = match raw.bucket_creation_date.as_deref() {
-        None => 1_704_067_200, // 2024-01-01T00:00:00Z
-        Some(t) => parse_rfc3339(t).ok_or("bucket_creation_date is not RFC 3339")?,
-    };
-    let mut chunk_limits = ChunkLimits::default();
-    if let Some(max) = raw.max_chunk_size {
-        if max == 0 {
-            return Err("max_chunk_size must be positive".into());
-        }
-        chunk_limits.max_chunk_size = max;
-    }
-    let limits = LimiterConfig {
-        global_rps: raw.s3_proxy.global_rps,
-        per_key_rps: raw.s3_proxy.per_key_rps,
-        ..LimiterConfig::default()
-    };
-    let feed = raw
+    let feed = extras
         .feed
         .map(crate::feed::FeedSettings::validate)
         .transpose()?;
     Ok(Config {
-        gateway: Gateway {
-            verifier: Verifier::new(raw.region),
-            host_suffixes: raw.host_suffixes,
-            backends,
-            owner_id: "bucketgate".into(),
-            owner_display_name: "bucketgate".into(),
-            bucket_creation_date: creation,
-            chunk_limits,
-        },
-        clusters,
+        gateway: shared.gateway,
+        clusters: shared.clusters,
         credentials,
-        limits,
-        read_sample_rate: raw.audit.read_sample_rate,
+        limits: shared.limits,
+        read_sample_rate: shared.read_sample_rate,
         feed,
     })
 }

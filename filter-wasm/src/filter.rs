@@ -5,7 +5,7 @@
 //! denies. Rate-limit state lives in Envoy shared data (one copy for all
 //! worker VMs, updated with compare-and-swap).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::UNIX_EPOCH;
@@ -32,29 +32,78 @@ const AUDIT_PROPERTY: &str = "bucketgate_audit";
 
 type KeyCache = FixedKeyCache<64>;
 
-/// Metric ids by name, defined on first use.
+/// Metric ids, defined on first use and cached by their static parts so the
+/// per-request path never formats a name (`define_metric` is only called the
+/// first time a name is seen).
 #[derive(Default)]
-struct Metrics(RefCell<HashMap<String, u32>>);
+struct Metrics {
+    /// `bucketgate.requests.<operation>.<decision>`.
+    requests: RefCell<HashMap<(&'static str, &'static str), u32>>,
+    /// `bucketgate.denied.<reason>`.
+    denied: RefCell<HashMap<&'static str, u32>>,
+    check_ms: Cell<Option<u32>>,
+    stream_bytes: Cell<Option<u32>>,
+}
+
+fn cached_id<K: std::hash::Hash + Eq>(
+    map: &RefCell<HashMap<K, u32>>,
+    key: K,
+    kind: MetricType,
+    name: impl FnOnce() -> String,
+) -> Option<u32> {
+    if let Some(id) = map.borrow().get(&key) {
+        return Some(*id);
+    }
+    let id = hostcalls::define_metric(kind, &name()).ok()?;
+    map.borrow_mut().insert(key, id);
+    Some(id)
+}
+
+fn cell_id(cell: &Cell<Option<u32>>, kind: MetricType, name: &str) -> Option<u32> {
+    if let Some(id) = cell.get() {
+        return Some(id);
+    }
+    let id = hostcalls::define_metric(kind, name).ok()?;
+    cell.set(Some(id));
+    Some(id)
+}
 
 impl Metrics {
-    fn id(&self, kind: MetricType, name: &str) -> Option<u32> {
-        if let Some(id) = self.0.borrow().get(name) {
-            return Some(*id);
-        }
-        let id = hostcalls::define_metric(kind, name).ok()?;
-        self.0.borrow_mut().insert(name.to_owned(), id);
-        Some(id)
-    }
-
-    fn count(&self, name: &str, by: i64) {
-        if let Some(id) = self.id(MetricType::Counter, name) {
-            let _ = hostcalls::increment_metric(id, by);
+    fn request(&self, operation: &'static str, decision: &'static str) {
+        let id = cached_id(
+            &self.requests,
+            (operation, decision),
+            MetricType::Counter,
+            || format!("bucketgate.requests.{operation}.{decision}"),
+        );
+        if let Some(id) = id {
+            let _ = hostcalls::increment_metric(id, 1);
         }
     }
 
-    fn record(&self, name: &str, value: u64) {
-        if let Some(id) = self.id(MetricType::Histogram, name) {
-            let _ = hostcalls::record_metric(id, value);
+    fn denied(&self, reason: &'static str) {
+        let id = cached_id(&self.denied, reason, MetricType::Counter, || {
+            format!("bucketgate.denied.{reason}")
+        });
+        if let Some(id) = id {
+            let _ = hostcalls::increment_metric(id, 1);
+        }
+    }
+
+    fn check_ms(&self, ms: u64) {
+        if let Some(id) = cell_id(&self.check_ms, MetricType::Histogram, "bucketgate.check_ms") {
+            let _ = hostcalls::record_metric(id, ms);
+        }
+    }
+
+    fn stream_bytes(&self, n: i64) {
+        let id = cell_id(
+            &self.stream_bytes,
+            MetricType::Counter,
+            "bucketgate.resigned_stream_bytes",
+        );
+        if let Some(id) = id {
+            let _ = hostcalls::increment_metric(id, n);
         }
     }
 }
@@ -208,8 +257,7 @@ impl Filter {
         if let Some(s) = retry.as_deref() {
             headers.push(("retry-after", s));
         }
-        self.metrics
-            .count(&format!("bucketgate.denied.{}", reason.audit_reason()), 1);
+        self.metrics.denied(reason.audit_reason());
         if hostcalls::send_http_response(u32::from(r.status), headers, Some(r.body.as_bytes()))
             .is_err()
         {
@@ -219,11 +267,8 @@ impl Filter {
     }
 
     fn audit(&self, audit: &Audit, sample_rate: f64) {
-        let op = audit.operation;
-        self.metrics.count(
-            &format!("bucketgate.requests.{op}.{}", audit.decision.as_str()),
-            1,
-        );
+        self.metrics
+            .request(audit.operation, audit.decision.as_str());
         let sampled = audit.always || sample_rate >= 1.0 || {
             // Cheap randomness from the clock's nanoseconds; no RNG in the VM.
             let nanos = hostcalls::get_current_time()
@@ -237,7 +282,7 @@ impl Filter {
         }
     }
 
-    fn request_headers(&mut self) -> Result<WasmAction, DenyReason> {
+    fn request_headers(&mut self, now: Option<u64>) -> Result<WasmAction, DenyReason> {
         let Some(config) = self.config.clone() else {
             return Err(DenyReason::InternalError("filter not configured"));
         };
@@ -254,11 +299,18 @@ impl Filter {
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
         let parts = RequestParts::new(&self.method, &target, &borrowed);
-        let now = now_ms().ok_or(DenyReason::InternalError("no clock"))?;
-        let source = hostcalls::get_property(vec!["source", "address"])
-            .ok()
-            .flatten()
-            .and_then(|b| String::from_utf8(b).ok());
+        let now = now.ok_or(DenyReason::InternalError("no clock"))?;
+        // Only anonymous requests can be limited per source IP; one with an
+        // Authorization header is never anonymous (`parse_auth` returns the
+        // header's credentials or an error), so it skips the property lookup.
+        let source = if parts.header("authorization").is_some() {
+            None
+        } else {
+            hostcalls::get_property(vec!["source", "address"])
+                .ok()
+                .flatten()
+                .and_then(|b| String::from_utf8(b).ok())
+        };
         let mut limiter = SharedLimiter {
             cfg: &config.limits,
         };
@@ -316,22 +368,8 @@ impl Filter {
         let Some(body) = self.body.as_mut() else {
             return Ok(());
         };
-        let piece = match hostcalls::get_buffer(BufferType::HttpRequestBody, 0, size) {
-            Ok(Some(b)) => b,
-            Ok(None) => Vec::new(),
-            Err(_) => return Err(DenyReason::InternalError("cannot read request body")),
-        };
-        let mut out = Vec::with_capacity(piece.len() + 128);
-        body.push(&piece, &mut out)?;
-        if end {
-            body.finish()?;
-        }
-        if out != piece {
-            hostcalls::set_buffer(BufferType::HttpRequestBody, 0, size, &out)
-                .map_err(|_| DenyReason::InternalError("cannot rewrite request body"))?;
-        }
-        self.metrics
-            .count("bucketgate.resigned_stream_bytes", out.len() as i64);
+        let released = crate::body_only::resign_body_piece(body, size, end)?;
+        self.metrics.stream_bytes(released as i64);
         Ok(())
     }
 }
@@ -339,13 +377,12 @@ impl Filter {
 impl HttpContext for Filter {
     fn on_http_request_headers(&mut self, _n: usize, _end: bool) -> WasmAction {
         let start = now_ms();
-        let action = match self.request_headers() {
+        let action = match self.request_headers(start) {
             Ok(a) => a,
             Err(reason) => self.deny(&reason),
         };
         if let (Some(a), Some(b)) = (start, now_ms()) {
-            self.metrics
-                .record("bucketgate.check_ms", b.saturating_sub(a));
+            self.metrics.check_ms(b.saturating_sub(a));
         }
         action
     }

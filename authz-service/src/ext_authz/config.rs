@@ -5,86 +5,22 @@
 //! Validated into a core [`Gateway`]; a bad file is refused with a message
 //! that says what is wrong.
 
-use bucketgate_core::chunked::ChunkLimits;
-use bucketgate_core::date::parse_rfc3339;
-use bucketgate_core::gateway::{Backend, Gateway};
+use bucketgate_core::gateway::Gateway;
 use bucketgate_core::limits::LimiterConfig;
-use bucketgate_core::resign::{AdminCredentials, UpstreamAddressing};
-use bucketgate_core::sigv4::Verifier;
-use serde::Deserialize;
+#[cfg(test)]
+use bucketgate_core::resign::UpstreamAddressing;
+use bucketgate_core::settings::{AdminKeys, NoExtras, Settings};
 
 use super::Error;
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Raw {
-    region: String,
-    #[serde(default)]
-    host_suffixes: Vec<String>,
-    #[serde(default)]
-    s3_proxy: RawLimits,
-    #[serde(default)]
-    audit: RawAudit,
-    backends: Vec<RawBackend>,
-    #[serde(default)]
-    max_chunk_size: Option<u64>,
-    #[serde(default)]
-    bucket_creation_date: Option<String>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawLimits {
-    #[serde(default)]
-    global_rps: u32,
-    #[serde(default)]
-    per_key_rps: u32,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawAudit {
-    #[serde(default = "one")]
-    read_sample_rate: f64,
-}
-
-impl Default for RawAudit {
-    fn default() -> Self {
-        Self {
-            read_sample_rate: 1.0,
-        }
-    }
-}
-
-fn one() -> f64 {
-    1.0
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawBackend {
-    name: String,
-    cluster: String,
-    host: String,
-    region: String,
-    #[serde(default)]
-    addressing: Option<String>,
-    /// Static admin credentials; optional when an [`AdminSource`] provides them.
-    ///
-    /// [`AdminSource`]: super::AdminSource
-    #[serde(default)]
-    access_key_id: Option<String>,
-    #[serde(default)]
-    secret_access_key: Option<String>,
-    #[serde(default)]
-    session_token: Option<String>,
-}
 
 /// The validated configuration.
 #[derive(Clone, Debug)]
 pub struct Config {
     /// Backends carry the static admin credentials (empty when none were
-    /// configured: such a backend is refused unless an admin source has them).
+    /// configured: such a backend is refused unless an [`AdminSource`] has
+    /// them).
+    ///
+    /// [`AdminSource`]: super::AdminSource
     pub gateway: Gateway,
     /// Envoy cluster per backend, indexed like `gateway.backends`.
     pub clusters: Vec<String>,
@@ -105,86 +41,16 @@ impl Config {
     }
 }
 
+/// The shared gateway settings, nothing else; backends' admin keys optional.
 fn parse(json: &[u8]) -> Result<Config, String> {
-    let raw: Raw = serde_json::from_slice(json).map_err(|e| format!("invalid JSON: {e}"))?;
-    if raw.region.trim().is_empty() {
-        return Err("region must not be empty".into());
-    }
-    if !(0.0..=1.0).contains(&raw.audit.read_sample_rate) {
-        return Err("audit.read_sample_rate must be between 0 and 1".into());
-    }
-    if raw.backends.is_empty() {
-        return Err("at least one backend is required".into());
-    }
-    let mut backends: Vec<Backend> = Vec::new();
-    let mut clusters = Vec::new();
-    for b in raw.backends {
-        let what = format!("backend '{}'", b.name);
-        if b.name.is_empty() || b.cluster.is_empty() || b.host.is_empty() || b.region.is_empty() {
-            return Err(format!(
-                "{what}: name, cluster, host and region are required"
-            ));
-        }
-        if backends.iter().any(|x| x.name == b.name) {
-            return Err(format!("{what} is defined twice"));
-        }
-        let addressing = match b.addressing.as_deref() {
-            None | Some("path") => UpstreamAddressing::Path,
-            Some("virtual") => UpstreamAddressing::VirtualHost,
-            Some(other) => {
-                return Err(format!(
-                    "{what}: addressing must be 'path' or 'virtual', not '{other}'"
-                ));
-            }
-        };
-        let key = b.access_key_id.unwrap_or_default();
-        let secret = b.secret_access_key.unwrap_or_default();
-        if key.is_empty() != secret.is_empty() {
-            return Err(format!(
-                "{what}: access_key_id and secret_access_key go together"
-            ));
-        }
-        clusters.push(b.cluster);
-        backends.push(Backend {
-            name: b.name,
-            upstream_host: b.host,
-            region: b.region,
-            addressing,
-            credentials: AdminCredentials {
-                access_key_id: key,
-                secret: secret.into(),
-                session_token: b.session_token.filter(|t| !t.is_empty()),
-            },
-        });
-    }
-    let creation = match raw.bucket_creation_date.as_deref() {
-        None => 1_704_067_200, // 2024-01-01T00:00:00Z, as the filter
-        Some(t) => parse_rfc3339(t).ok_or("bucket_creation_date is not RFC 3339")?,
-    };
-    let mut chunk_limits = ChunkLimits::default();
-    if let Some(max) = raw.max_chunk_size {
-        if max == 0 {
-            return Err("max_chunk_size must be positive".into());
-        }
-        chunk_limits.max_chunk_size = max;
-    }
+    let raw: Settings<NoExtras> =
+        serde_json::from_slice(json).map_err(|e| format!("invalid JSON: {e}"))?;
+    let (s, NoExtras {}) = raw.build(AdminKeys::Optional)?;
     Ok(Config {
-        gateway: Gateway {
-            verifier: Verifier::new(raw.region),
-            host_suffixes: raw.host_suffixes,
-            backends,
-            owner_id: "bucketgate".into(),
-            owner_display_name: "bucketgate".into(),
-            bucket_creation_date: creation,
-            chunk_limits,
-        },
-        clusters,
-        limits: LimiterConfig {
-            global_rps: raw.s3_proxy.global_rps,
-            per_key_rps: raw.s3_proxy.per_key_rps,
-            ..LimiterConfig::default()
-        },
-        read_sample_rate: raw.audit.read_sample_rate,
+        gateway: s.gateway,
+        clusters: s.clusters,
+        limits: s.limits,
+        read_sample_rate: s.read_sample_rate,
     })
 }
 
