@@ -7,6 +7,7 @@
 //! (admission), `metrics`. `main.rs` only wires them.
 #![forbid(unsafe_code)]
 
+pub mod conn;
 pub mod crd;
 pub mod metrics;
 pub mod mint;

@@ -29,6 +29,7 @@ use kube::runtime::finalizer::{self, finalizer};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 
+use crate::conn::{self, Unusable};
 use crate::crd::{
     AnonymousMode, BucketClaim, BucketClaimStatus, DeletionPolicy, Phase, S3Backend,
     is_valid_bucket_name, render_bucket_name,
@@ -271,42 +272,12 @@ async fn fail(
     Ok(Action::requeue(retry))
 }
 
-/// The backend's admin key, from a Secret in the operator namespace.
+/// The backend's connection (admin key, TLS), or why it is unusable.
 async fn admin_conn(
     ctx: &Context,
     backend: &S3Backend,
-) -> Result<Result<BackendConn, String>, Error> {
-    let r = &backend.spec.admin_credentials_secret_ref;
-    let name = backend.name_any();
-    if r.namespace != ctx.settings.operator_namespace {
-        return Ok(Err(format!(
-            "S3Backend {name}: admin Secret must live in the operator namespace {:?}, not {:?}",
-            ctx.settings.operator_namespace, r.namespace
-        )));
-    }
-    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &r.namespace);
-    let Some(secret) = api.get_opt(&r.name).await? else {
-        return Ok(Err(format!(
-            "S3Backend {name}: admin Secret {}/{} not found",
-            r.namespace, r.name
-        )));
-    };
-    let parts = secrets::to_parts(&secret);
-    let field = |f: &str| parts.data.get(f).filter(|v| !v.is_empty()).cloned();
-    match (field(&r.access_key_field), field(&r.secret_key_field)) {
-        (Some(ak), Some(sk)) => Ok(Ok(BackendConn {
-            name,
-            endpoint: backend.spec.endpoint.clone(),
-            region: backend.spec.region.clone(),
-            addressing_style: backend.spec.addressing_style,
-            access_key_id: ak,
-            secret: SecretKey::new(sk),
-        })),
-        _ => Ok(Err(format!(
-            "S3Backend {name}: admin Secret {}/{} lacks {} or {}",
-            r.namespace, r.name, r.access_key_field, r.secret_key_field
-        ))),
-    }
+) -> Result<Result<BackendConn, Unusable>, Error> {
+    Ok(conn::resolve(&ctx.client, &ctx.settings.operator_namespace, backend).await?)
 }
 
 fn bucket_for(claim: &BucketClaim, backend: &S3Backend) -> String {
@@ -397,14 +368,14 @@ async fn apply(claim: &BucketClaim, ctx: &Context) -> Result<Action, Error> {
     };
     let conn = match admin_conn(ctx, &backend).await? {
         Ok(c) => c,
-        Err(msg) => {
+        Err(u) => {
             return fail(
                 ctx,
                 claim,
                 Phase::Pending,
                 COND_READY,
-                "AdminSecretInvalid",
-                msg,
+                u.reason,
+                u.message,
                 retry,
             )
             .await;
@@ -767,16 +738,16 @@ async fn cleanup(claim: &BucketClaim, ctx: &Context) -> Result<Action, Error> {
         };
         let conn = match admin_conn(ctx, &backend).await? {
             Ok(c) => c,
-            Err(msg) => {
+            Err(u) => {
                 publish(
                     ctx,
                     claim,
                     EventType::Warning,
                     "BucketDeleteFailed",
-                    msg.clone(),
+                    u.message.clone(),
                 )
                 .await;
-                return Err(Error::Blocked(msg));
+                return Err(Error::Blocked(u.message));
             }
         };
         let force = claim.spec.force_delete;

@@ -22,6 +22,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::crd::AddressingStyle;
 
+mod tls_client;
+
 /// Key of the owner marker object in every bucket the operator creates.
 pub use bucketgate_core::contract::OWNER_MARKER_KEY;
 
@@ -35,6 +37,40 @@ pub struct BackendConn {
     pub addressing_style: AddressingStyle,
     pub access_key_id: String,
     pub secret: SecretKey,
+    /// How the backend's certificate is checked (`S3Backend.spec.tls`).
+    pub tls: BackendTls,
+}
+
+/// `S3Backend.spec.tls`, resolved.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum BackendTls {
+    /// The system's trust roots.
+    #[default]
+    System,
+    /// Only the CA certificates of this PEM bundle (`tls.caBundleSecretRef`).
+    CaBundle(Vec<u8>),
+    /// No certificate check at all (`tls.insecureSkipVerify`); the handshake
+    /// signatures are still verified.
+    InsecureSkipVerify,
+}
+
+/// The certificates of a PEM CA bundle; an error names what is wrong.
+pub fn parse_ca_bundle(
+    pem: &[u8],
+) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
+    use rustls::pki_types::pem::PemObject;
+    let certs = rustls::pki_types::CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("CA bundle is not valid PEM: {e}"))?;
+    if certs.is_empty() {
+        return Err("CA bundle holds no CERTIFICATE block".into());
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    let (added, _) = roots.add_parsable_certificates(certs.iter().cloned());
+    if added == 0 {
+        return Err("CA bundle holds no usable CA certificate".into());
+    }
+    Ok(certs)
 }
 
 /// The claim a bucket belongs to (the marker's content).
@@ -98,14 +134,22 @@ pub trait BucketOps: Send + Sync {
         owner: &'a Owner,
         force: bool,
     ) -> BoxFuture<'a, Result<Deleted, S3Error>>;
+
+    /// Checks that the backend is reachable and accepts its admin key
+    /// (ListBuckets); returns how many buckets it lists.
+    fn probe<'a>(&'a self, conn: &'a BackendConn) -> BoxFuture<'a, Result<usize, S3Error>>;
 }
 
 /// [`BucketOps`] over aws-sdk-s3.
 #[derive(Clone, Debug, Default)]
 pub struct S3Buckets;
 
+/// Bound on one attempt of any S3 call (connect, TLS, request, response).
+pub const ATTEMPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// An S3 client for the backend: explicit endpoint, static admin key,
-/// path style unless the backend says virtual, rustls (ring).
+/// path style unless the backend says virtual, rustls (ring) with the
+/// backend's TLS settings.
 pub fn client(conn: &BackendConn) -> aws_sdk_s3::Client {
     use aws_smithy_http_client::tls;
     let creds = aws_credential_types::Credentials::new(
@@ -115,11 +159,16 @@ pub fn client(conn: &BackendConn) -> aws_sdk_s3::Client {
         None,
         "bucketgate-operator",
     );
-    let http = aws_smithy_http_client::Builder::new()
-        .tls_provider(tls::Provider::Rustls(
+    let rustls = || {
+        aws_smithy_http_client::Builder::new().tls_provider(tls::Provider::Rustls(
             tls::rustls_provider::CryptoMode::Ring,
         ))
-        .build_https();
+    };
+    let http = match &conn.tls {
+        BackendTls::System => rustls().build_https(),
+        BackendTls::CaBundle(pem) => tls_client::http_client(tls_client::ca_bundle(pem)),
+        BackendTls::InsecureSkipVerify => tls_client::http_client(tls_client::skip_verify()),
+    };
     let config = aws_sdk_s3::Config::builder()
         .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
         .region(aws_sdk_s3::config::Region::new(conn.region.clone()))
@@ -127,6 +176,11 @@ pub fn client(conn: &BackendConn) -> aws_sdk_s3::Client {
         .force_path_style(conn.addressing_style == AddressingStyle::Path)
         .credentials_provider(creds)
         .http_client(http)
+        .timeout_config(
+            aws_sdk_s3::config::timeout::TimeoutConfig::builder()
+                .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+                .build(),
+        )
         .build();
     aws_sdk_s3::Client::from_conf(config)
 }
@@ -355,5 +409,17 @@ impl BucketOps for S3Buckets {
         force: bool,
     ) -> BoxFuture<'a, Result<Deleted, S3Error>> {
         Box::pin(Self::delete_impl(conn, bucket, owner, force))
+    }
+
+    fn probe<'a>(&'a self, conn: &'a BackendConn) -> BoxFuture<'a, Result<usize, S3Error>> {
+        Box::pin(async move {
+            let out =
+                client(conn)
+                    .list_buckets()
+                    .send()
+                    .await
+                    .map_err(err("ListBuckets", conn, ""))?;
+            Ok(out.buckets().len())
+        })
     }
 }

@@ -13,7 +13,8 @@ use aws_sdk_s3::primitives::ByteStream;
 use bucketgate_core::SecretKey;
 use bucketgate_operator::crd::AddressingStyle;
 use bucketgate_operator::s3::{
-    BackendConn, BucketOps, Deleted, Ensured, OWNER_MARKER_KEY, Owner, S3Buckets, client,
+    BackendConn, BackendTls, BucketOps, Deleted, Ensured, OWNER_MARKER_KEY, Owner, S3Buckets,
+    client,
 };
 
 const ADMIN_KEY: &str = "AKIAADMINADMINADMIN0";
@@ -85,6 +86,7 @@ async fn start() -> S3sFs {
             addressing_style: AddressingStyle::Path,
             access_key_id: ADMIN_KEY.into(),
             secret: SecretKey::new(ADMIN_SECRET),
+            tls: BackendTls::System,
         },
     }
 }

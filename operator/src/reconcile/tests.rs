@@ -80,6 +80,11 @@ impl BucketOps for FakeBuckets {
             .expect("unexpected delete");
         Box::pin(async move { Ok(r) })
     }
+
+    fn probe<'a>(&'a self, _conn: &'a BackendConn) -> BoxFuture<'a, Result<usize, S3Error>> {
+        self.calls.lock().unwrap().push("probe".into());
+        Box::pin(async move { Ok(0) })
+    }
 }
 
 struct FixedClock(UnixSeconds);
