@@ -203,6 +203,13 @@ fn is_code<E: ProvideErrorMetadata>(e: &E, codes: &[&str]) -> bool {
     e.code().is_some_and(|c| codes.contains(&c))
 }
 
+/// The backend does not implement the call (501 / `NotImplemented`).
+fn not_implemented<E: ProvideErrorMetadata>(
+    e: &aws_sdk_s3::error::SdkError<E, aws_smithy_runtime_api::client::orchestrator::HttpResponse>,
+) -> bool {
+    is_code(e, &["NotImplemented"]) || e.raw_response().is_some_and(|r| r.status().as_u16() == 501)
+}
+
 impl S3Buckets {
     async fn exists(
         c: &aws_sdk_s3::Client,
@@ -288,11 +295,180 @@ impl S3Buckets {
         }
     }
 
+    /// Aborts every unfinished multipart upload (their parts are stored,
+    /// and billed, but invisible to object listings). A backend without
+    /// ListMultipartUploads (501 NotImplemented) has nothing we can abort.
+    async fn abort_uploads(
+        c: &aws_sdk_s3::Client,
+        conn: &BackendConn,
+        bucket: &str,
+    ) -> Result<usize, S3Error> {
+        let (mut key_marker, mut id_marker) = (None::<String>, None::<String>);
+        let mut aborted = 0;
+        loop {
+            let page = match c
+                .list_multipart_uploads()
+                .bucket(bucket)
+                .set_key_marker(key_marker.take())
+                .set_upload_id_marker(id_marker.take())
+                .send()
+                .await
+            {
+                Ok(p) => p,
+                Err(e) if not_implemented(&e) => {
+                    tracing::info!(
+                        backend = conn.name,
+                        bucket,
+                        "backend has no ListMultipartUploads; no uploads to abort"
+                    );
+                    return Ok(aborted);
+                }
+                Err(e) => return Err(err("ListMultipartUploads", conn, bucket)(e)),
+            };
+            for u in page.uploads() {
+                let (Some(key), Some(id)) = (u.key(), u.upload_id()) else {
+                    continue;
+                };
+                match c
+                    .abort_multipart_upload()
+                    .bucket(bucket)
+                    .key(key)
+                    .upload_id(id)
+                    .send()
+                    .await
+                {
+                    Ok(_) => aborted += 1,
+                    // Completed or aborted meanwhile.
+                    Err(e) if is_code(&e, &["NoSuchUpload"]) => {}
+                    Err(e) => return Err(err("AbortMultipartUpload", conn, bucket)(e)),
+                }
+            }
+            if !page.is_truncated().unwrap_or(false) {
+                return Ok(aborted);
+            }
+            key_marker = page.next_key_marker().map(str::to_owned);
+            id_marker = page.next_upload_id_marker().map(str::to_owned);
+            if key_marker.is_none() {
+                return Err(S3Error {
+                    op: "ListMultipartUploads",
+                    bucket: bucket.to_owned(),
+                    backend: conn.name.clone(),
+                    message: "truncated listing without a next key marker".into(),
+                });
+            }
+        }
+    }
+
+    /// Deletes one batch (at most 1000) of objects or object versions.
+    async fn delete_batch(
+        c: &aws_sdk_s3::Client,
+        conn: &BackendConn,
+        bucket: &str,
+        ids: Vec<ObjectIdentifier>,
+    ) -> Result<(), S3Error> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let delete = Delete::builder()
+            .set_objects(Some(ids))
+            .quiet(true)
+            .build()
+            .map_err(err("DeleteObjects", conn, bucket))?;
+        let out = c
+            .delete_objects()
+            .bucket(bucket)
+            .delete(delete)
+            .send()
+            .await
+            .map_err(err("DeleteObjects", conn, bucket))?;
+        if let Some(e) = out.errors().first() {
+            return Err(S3Error {
+                op: "DeleteObjects",
+                bucket: bucket.to_owned(),
+                backend: conn.name.clone(),
+                message: format!(
+                    "{} objects not deleted, first {:?}: {}",
+                    out.errors().len(),
+                    e.key().unwrap_or_default(),
+                    e.code().unwrap_or_default()
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Deletes every version and delete marker under `prefix` whose key
+    /// `select` accepts (a versioned bucket only empties this way).
+    /// `Ok(false)`: the backend has no ListObjectVersions.
+    async fn delete_versions(
+        c: &aws_sdk_s3::Client,
+        conn: &BackendConn,
+        bucket: &str,
+        prefix: Option<&str>,
+        select: impl Fn(&str) -> bool,
+    ) -> Result<bool, S3Error> {
+        let (mut key_marker, mut version_marker) = (None::<String>, None::<String>);
+        loop {
+            let page = match c
+                .list_object_versions()
+                .bucket(bucket)
+                .set_prefix(prefix.map(str::to_owned))
+                .set_key_marker(key_marker.take())
+                .set_version_id_marker(version_marker.take())
+                .send()
+                .await
+            {
+                Ok(p) => p,
+                Err(e) if not_implemented(&e) => return Ok(false),
+                Err(e) => return Err(err("ListObjectVersions", conn, bucket)(e)),
+            };
+            let versions = page.versions().iter().map(|v| (v.key(), v.version_id()));
+            let markers = page
+                .delete_markers()
+                .iter()
+                .map(|m| (m.key(), m.version_id()));
+            let ids = versions
+                .chain(markers)
+                .filter_map(|(k, v)| Some((k?, v)))
+                .filter(|(k, _)| select(k))
+                .filter_map(|(k, v)| {
+                    ObjectIdentifier::builder()
+                        .key(k)
+                        .set_version_id(v.map(str::to_owned))
+                        .build()
+                        .ok()
+                })
+                .collect();
+            Self::delete_batch(c, conn, bucket, ids).await?;
+            if !page.is_truncated().unwrap_or(false) {
+                return Ok(true);
+            }
+            key_marker = page.next_key_marker().map(str::to_owned);
+            version_marker = page.next_version_id_marker().map(str::to_owned);
+            if key_marker.is_none() {
+                return Err(S3Error {
+                    op: "ListObjectVersions",
+                    bucket: bucket.to_owned(),
+                    backend: conn.name.clone(),
+                    message: "truncated listing without a next key marker".into(),
+                });
+            }
+        }
+    }
+
+    /// Empties the bucket except the owner marker: aborts unfinished
+    /// multipart uploads, then deletes every object version and delete
+    /// marker, or, on a backend without ListObjectVersions, every object.
     async fn empty(
         c: &aws_sdk_s3::Client,
         conn: &BackendConn,
         bucket: &str,
     ) -> Result<(), S3Error> {
+        Self::abort_uploads(c, conn, bucket).await?;
+        let not_marker = |k: &str| k != OWNER_MARKER_KEY;
+        if Self::delete_versions(c, conn, bucket, None, not_marker).await? {
+            return Ok(());
+        }
         loop {
             // Listing again after each batch: deleting moves the listing on.
             let page = c
@@ -306,38 +482,33 @@ impl S3Buckets {
                 .contents()
                 .iter()
                 .filter_map(|o| o.key())
-                .filter(|k| *k != OWNER_MARKER_KEY)
+                .filter(|k| not_marker(k))
                 .filter_map(|k| ObjectIdentifier::builder().key(k).build().ok())
                 .collect();
             if keys.is_empty() {
                 return Ok(());
             }
-            let delete = Delete::builder()
-                .set_objects(Some(keys))
-                .quiet(true)
-                .build()
-                .map_err(err("DeleteObjects", conn, bucket))?;
-            let out = c
-                .delete_objects()
-                .bucket(bucket)
-                .delete(delete)
-                .send()
-                .await
-                .map_err(err("DeleteObjects", conn, bucket))?;
-            if let Some(e) = out.errors().first() {
-                return Err(S3Error {
-                    op: "DeleteObjects",
-                    bucket: bucket.to_owned(),
-                    backend: conn.name.clone(),
-                    message: format!(
-                        "{} objects not deleted, first {:?}: {}",
-                        out.errors().len(),
-                        e.key().unwrap_or_default(),
-                        e.code().unwrap_or_default()
-                    ),
-                });
-            }
+            Self::delete_batch(c, conn, bucket, keys).await?;
         }
+    }
+
+    /// Removes the owner marker, every version of it on a versioned bucket.
+    async fn delete_marker(
+        c: &aws_sdk_s3::Client,
+        conn: &BackendConn,
+        bucket: &str,
+    ) -> Result<(), S3Error> {
+        let only_marker = |k: &str| k == OWNER_MARKER_KEY;
+        if Self::delete_versions(c, conn, bucket, Some(OWNER_MARKER_KEY), only_marker).await? {
+            return Ok(());
+        }
+        c.delete_object()
+            .bucket(bucket)
+            .key(OWNER_MARKER_KEY)
+            .send()
+            .await
+            .map_err(err("DeleteObject", conn, bucket))?;
+        Ok(())
     }
 
     async fn delete_impl(
@@ -372,12 +543,7 @@ impl S3Buckets {
                 return Ok(Deleted::NotEmpty);
             }
         }
-        c.delete_object()
-            .bucket(bucket)
-            .key(OWNER_MARKER_KEY)
-            .send()
-            .await
-            .map_err(err("DeleteObject", conn, bucket))?;
+        Self::delete_marker(&c, conn, bucket).await?;
         match c.delete_bucket().bucket(bucket).send().await {
             Ok(_) => Ok(Deleted::Deleted),
             Err(e) if is_code(&e, &["BucketNotEmpty"]) => {
