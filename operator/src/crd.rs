@@ -381,6 +381,32 @@ impl BucketClaim {
     }
 }
 
+/// S3Backend annotation by which a platform admin lets one claim bind a
+/// bucket that already exists on the backend and that no live claim owns
+/// (made outside the operator, or kept by a deleted claim's `Retain`).
+/// Value: entries `<bucket>=<namespace>/<claim>`, separated by commas or
+/// whitespace. Only the S3Backend (cluster-scoped, admin-owned) carries it,
+/// so no tenant can grant it to itself.
+pub const ANNOTATION_ADOPT: &str = "broker.stowage.io/adopt";
+
+impl S3Backend {
+    /// Whether [`ANNOTATION_ADOPT`] lets claim `namespace/name` adopt `bucket`.
+    pub fn adoption_allowed(&self, bucket: &str, namespace: &str, name: &str) -> bool {
+        let Some(v) = self
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(ANNOTATION_ADOPT))
+        else {
+            return false;
+        };
+        v.split(|c: char| c == ',' || c.is_whitespace())
+            .filter_map(|e| e.split_once('='))
+            .filter_map(|(b, claim)| Some((b, claim.split_once('/')?)))
+            .any(|(b, (ns, n))| b == bucket && ns == namespace && n == name)
+    }
+}
+
 /// Renders the backend's bucketNameTemplate (`{{ .Namespace }}`,
 /// `{{ .Name }}`, spaces inside the braces optional).
 pub fn render_bucket_name(template: &str, namespace: &str, name: &str) -> String {

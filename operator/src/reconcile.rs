@@ -31,8 +31,8 @@ use serde_json::json;
 
 use crate::conn::{self, Unusable};
 use crate::crd::{
-    AnonymousMode, BucketClaim, BucketClaimStatus, DeletionPolicy, Phase, S3Backend,
-    is_valid_bucket_name, render_bucket_name,
+    ANNOTATION_ADOPT, AnonymousMode, BucketClaim, BucketClaimStatus, DeletionPolicy, Phase,
+    S3Backend, is_valid_bucket_name, render_bucket_name,
 };
 use crate::metrics::Metrics;
 use crate::mint::Minted;
@@ -426,21 +426,45 @@ async fn apply(claim: &BucketClaim, ctx: &Context) -> Result<Action, Error> {
             publish(ctx, claim, EventType::Normal, "BucketCreated", note).await;
         }
         Ok(Ensured::Owned) => {}
-        Ok(Ensured::Foreign(_)) => {
-            // The owner's identity is not disclosed to this tenant.
-            let msg = format!(
-                "bucket {bucket:?} already exists on S3Backend {backend_name} and belongs to another claim or to nobody bound here; refusing to bind it"
-            );
-            return fail(
-                ctx,
-                claim,
-                Phase::Failed,
-                COND_BUCKET_CREATED,
-                "BucketOwnedElsewhere",
-                msg,
-                Duration::from_secs(300),
-            )
-            .await;
+        Ok(Ensured::Foreign(previous)) => {
+            let ns = cref.namespace.as_str();
+            let allowed = backend.adoption_allowed(&bucket, ns, &cref.name);
+            let previous_live = match &previous {
+                Some(o) if allowed => claim_is_live(ctx, o).await?,
+                _ => false,
+            };
+            if allowed && !previous_live {
+                if let Err(e) = ctx.buckets.adopt(&conn, &bucket, &owner_of(claim)).await {
+                    publish(ctx, claim, EventType::Warning, "BucketError", e.to_string()).await;
+                    return Err(e.into());
+                }
+                let note = format!(
+                    "adopted existing bucket {bucket} on S3Backend {backend_name} ({ANNOTATION_ADOPT})"
+                );
+                publish(ctx, claim, EventType::Normal, "BucketAdopted", note).await;
+            } else {
+                // The owner's identity is not disclosed to this tenant.
+                let msg = if allowed {
+                    format!(
+                        "bucket {bucket:?} on S3Backend {backend_name} belongs to another live claim; refusing to adopt it"
+                    )
+                } else {
+                    format!(
+                        "bucket {bucket:?} already exists on S3Backend {backend_name} and is not this claim's; refusing to bind it (a platform admin can allow adopting it with the S3Backend annotation {ANNOTATION_ADOPT}: {bucket}={ns}/{})",
+                        cref.name
+                    )
+                };
+                return fail(
+                    ctx,
+                    claim,
+                    Phase::Failed,
+                    COND_BUCKET_CREATED,
+                    "BucketOwnedElsewhere",
+                    msg,
+                    Duration::from_secs(300),
+                )
+                .await;
+            }
         }
         Err(e) => {
             publish(ctx, claim, EventType::Warning, "BucketError", e.to_string()).await;
@@ -700,6 +724,15 @@ async fn apply(claim: &BucketClaim, ctx: &Context) -> Result<Action, Error> {
     Ok(Action::requeue(Duration::from_secs(
         u64::try_from(p.requeue_after).unwrap_or(1),
     )))
+}
+
+/// Whether the claim a bucket's owner marker names still exists (same UID).
+async fn claim_is_live(ctx: &Context, owner: &Owner) -> Result<bool, Error> {
+    let api: Api<BucketClaim> = Api::namespaced(ctx.client.clone(), &owner.namespace);
+    Ok(api
+        .get_opt(&owner.name)
+        .await?
+        .is_some_and(|c| c.uid().as_deref() == Some(owner.claim_uid.as_str())))
 }
 
 fn mint_label(r: MintReason) -> &'static str {

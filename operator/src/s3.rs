@@ -135,6 +135,15 @@ pub trait BucketOps: Send + Sync {
         force: bool,
     ) -> BoxFuture<'a, Result<Deleted, S3Error>>;
 
+    /// Records `owner` as the bucket's owner (adoption of an existing
+    /// bucket the platform admin allowed).
+    fn adopt<'a>(
+        &'a self,
+        conn: &'a BackendConn,
+        bucket: &'a str,
+        owner: &'a Owner,
+    ) -> BoxFuture<'a, Result<(), S3Error>>;
+
     /// Checks that the backend is reachable and accepts its admin key
     /// (ListBuckets); returns how many buckets it lists.
     fn probe<'a>(&'a self, conn: &'a BackendConn) -> BoxFuture<'a, Result<usize, S3Error>>;
@@ -575,6 +584,15 @@ impl BucketOps for S3Buckets {
         force: bool,
     ) -> BoxFuture<'a, Result<Deleted, S3Error>> {
         Box::pin(Self::delete_impl(conn, bucket, owner, force))
+    }
+
+    fn adopt<'a>(
+        &'a self,
+        conn: &'a BackendConn,
+        bucket: &'a str,
+        owner: &'a Owner,
+    ) -> BoxFuture<'a, Result<(), S3Error>> {
+        Box::pin(async move { Self::write_marker(&client(conn), conn, bucket, owner).await })
     }
 
     fn probe<'a>(&'a self, conn: &'a BackendConn) -> BoxFuture<'a, Result<usize, S3Error>> {

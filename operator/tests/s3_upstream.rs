@@ -261,3 +261,48 @@ async fn non_force_delete_leaves_uploads_and_objects_alone() {
         .await;
     assert!(marker.is_ok());
 }
+
+#[tokio::test]
+async fn adopting_an_existing_bucket_keeps_its_data() {
+    let u = upstream(false).await;
+    let c = conn(&u, BackendTls::System);
+    let s3 = client(&c);
+    s3.create_bucket().bucket("legacy").send().await.unwrap();
+    s3.put_object()
+        .bucket("legacy")
+        .key("report.csv")
+        .body(ByteStream::from_static(b"a,b\n1,2\n"))
+        .send()
+        .await
+        .unwrap();
+    let a = owner("uid-a");
+    assert_eq!(
+        S3Buckets.ensure(&c, "legacy", &a, false).await.unwrap(),
+        Ensured::Foreign(None)
+    );
+    S3Buckets.adopt(&c, "legacy", &a).await.unwrap();
+    assert_eq!(
+        S3Buckets.ensure(&c, "legacy", &a, false).await.unwrap(),
+        Ensured::Owned
+    );
+    assert_eq!(
+        S3Buckets
+            .ensure(&c, "legacy", &owner("uid-b"), false)
+            .await
+            .unwrap(),
+        Ensured::Foreign(Some(a))
+    );
+    let body = s3
+        .get_object()
+        .bucket("legacy")
+        .key("report.csv")
+        .send()
+        .await
+        .unwrap()
+        .body
+        .collect()
+        .await
+        .unwrap()
+        .into_bytes();
+    assert_eq!(&body[..], b"a,b\n1,2\n");
+}

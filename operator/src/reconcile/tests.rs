@@ -48,8 +48,12 @@ impl BucketOps for FakeBuckets {
         owner: &'a Owner,
         bound_before: bool,
     ) -> BoxFuture<'a, Result<Ensured, S3Error>> {
+        let tls = match &conn.tls {
+            crate::s3::BackendTls::System => String::new(),
+            other => format!(" tls={other:?}"),
+        };
         self.calls.lock().unwrap().push(format!(
-            "ensure {bucket} owner={} bound_before={bound_before} admin={}",
+            "ensure {bucket} owner={} bound_before={bound_before} admin={}{tls}",
             owner.claim_uid, conn.access_key_id
         ));
         let r = self
@@ -79,6 +83,19 @@ impl BucketOps for FakeBuckets {
             .clone()
             .expect("unexpected delete");
         Box::pin(async move { Ok(r) })
+    }
+
+    fn adopt<'a>(
+        &'a self,
+        _conn: &'a BackendConn,
+        bucket: &'a str,
+        owner: &'a Owner,
+    ) -> BoxFuture<'a, Result<(), S3Error>> {
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("adopt {bucket} owner={}", owner.claim_uid));
+        Box::pin(async move { Ok(()) })
     }
 
     fn probe<'a>(&'a self, _conn: &'a BackendConn) -> BoxFuture<'a, Result<usize, S3Error>> {
@@ -303,10 +320,14 @@ impl Verifier {
     }
 
     async fn expect_backend_and_admin(&mut self) {
+        self.expect_this_backend_and_admin(backend()).await;
+    }
+
+    async fn expect_this_backend_and_admin(&mut self, b: S3Backend) {
         self.expect(
             "GET",
             "/apis/broker.stowage.io/v1alpha1/s3backends/minio",
-            ok(backend()),
+            ok(b),
         )
         .await;
         self.expect(
@@ -979,4 +1000,267 @@ fn internal_secret_maps_to_its_claim() {
         (r.name.as_str(), r.namespace.as_deref()),
         ("uploads", Some("my-app"))
     );
+}
+
+// ---------------------------------------------------------------------------
+// Adoption (S3Backend annotation broker.stowage.io/adopt) and backend TLS
+// ---------------------------------------------------------------------------
+
+fn adopting_backend(value: &str) -> S3Backend {
+    let mut b = backend();
+    b.metadata.annotations =
+        Some([(crate::crd::ANNOTATION_ADOPT.to_owned(), value.to_owned())].into());
+    b
+}
+
+/// After the bucket step of a first reconcile: the credential is issued.
+async fn expect_first_issue(v: &mut Verifier) -> BucketClaimStatus {
+    v.expect_list(vec![]).await;
+    v.expect(
+        "GET",
+        "/api/v1/namespaces/my-app/secrets/uploads-s3",
+        not_found(),
+    )
+    .await;
+    v.expect_apply(OPNS, &internal_name(1)).await;
+    v.expect_apply("my-app", "uploads-s3").await;
+    v.expect_event("CredentialsProvisioned", "Normal").await;
+    v.expect_status().await
+}
+
+#[tokio::test]
+async fn unowned_bucket_is_adopted_when_the_backend_allows_it() {
+    let c = claim(json!({"backendRef": {"name": "minio"}, "bucketName": "legacy-data"}));
+    let buckets = Arc::new(FakeBuckets::default());
+    *buckets.ensure_result.lock().unwrap() = Some(Ensured::Foreign(None));
+    let (ctx, handle) = context(NOW, buckets.clone(), 1);
+    run(ctx, handle, c, |mut v| async {
+        v.expect_this_backend_and_admin(adopting_backend(
+            "other=team-b/x, legacy-data=my-app/uploads",
+        ))
+        .await;
+        let note = v.expect_event("BucketAdopted", "Normal").await;
+        assert!(note.contains("legacy-data"), "{note}");
+        let s = expect_first_issue(&mut v).await;
+        assert_eq!(s.phase, Some(Phase::Bound));
+        assert_eq!(s.bucket_name.as_deref(), Some("legacy-data"));
+        v
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        buckets.calls.lock().unwrap().as_slice(),
+        [
+            format!("ensure legacy-data owner={UID} bound_before=false admin=ADMINKEY"),
+            format!("adopt legacy-data owner={UID}"),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_retained_bucket_of_a_deleted_claim_can_be_adopted() {
+    let c = claim(json!({"backendRef": {"name": "minio"}, "bucketName": "legacy-data"}));
+    let buckets = Arc::new(FakeBuckets::default());
+    *buckets.ensure_result.lock().unwrap() = Some(Ensured::Foreign(Some(Owner {
+        claim_uid: "gone-uid".into(),
+        namespace: "my-app".into(),
+        name: "old".into(),
+    })));
+    let (ctx, handle) = context(NOW, buckets.clone(), 1);
+    run(ctx, handle, c, |mut v| async {
+        v.expect_this_backend_and_admin(adopting_backend("legacy-data=my-app/uploads"))
+            .await;
+        v.expect(
+            "GET",
+            "/apis/broker.stowage.io/v1alpha1/namespaces/my-app/bucketclaims/old",
+            not_found(),
+        )
+        .await;
+        v.expect_event("BucketAdopted", "Normal").await;
+        expect_first_issue(&mut v).await;
+        v
+    })
+    .await
+    .unwrap();
+    assert_eq!(buckets.calls.lock().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn a_live_claims_bucket_is_never_adopted() {
+    let c = claim(json!({"backendRef": {"name": "minio"}, "bucketName": "legacy-data"}));
+    let buckets = Arc::new(FakeBuckets::default());
+    *buckets.ensure_result.lock().unwrap() = Some(Ensured::Foreign(Some(Owner {
+        claim_uid: "live-uid".into(),
+        namespace: "victim".into(),
+        name: "data".into(),
+    })));
+    let (ctx, handle) = context(NOW, buckets.clone(), 1);
+    let action = run(ctx, handle, c, |mut v| async {
+        v.expect_this_backend_and_admin(adopting_backend("legacy-data=my-app/uploads"))
+            .await;
+        let mut live = basic_claim();
+        live.metadata.name = Some("data".into());
+        live.metadata.namespace = Some("victim".into());
+        live.metadata.uid = Some("live-uid".into());
+        v.expect(
+            "GET",
+            "/apis/broker.stowage.io/v1alpha1/namespaces/victim/bucketclaims/data",
+            ok(live),
+        )
+        .await;
+        let note = v.expect_event("BucketOwnedElsewhere", "Warning").await;
+        assert!(!note.contains("victim"), "{note}");
+        let s = v.expect_status().await;
+        assert_eq!(s.phase, Some(Phase::Failed));
+        v
+    })
+    .await
+    .unwrap();
+    assert_eq!(action, Action::requeue(Duration::from_secs(300)));
+    assert_eq!(buckets.calls.lock().unwrap().len(), 1, "no adopt");
+}
+
+#[tokio::test]
+async fn adoption_granted_to_another_claim_does_not_apply() {
+    let c = claim(json!({"backendRef": {"name": "minio"}, "bucketName": "legacy-data"}));
+    let buckets = Arc::new(FakeBuckets::default());
+    *buckets.ensure_result.lock().unwrap() = Some(Ensured::Foreign(None));
+    let (ctx, handle) = context(NOW, buckets.clone(), 1);
+    run(ctx, handle, c, |mut v| async {
+        v.expect_this_backend_and_admin(adopting_backend(
+            "legacy-data=other-ns/uploads legacy-data=my-app/other",
+        ))
+        .await;
+        let note = v.expect_event("BucketOwnedElsewhere", "Warning").await;
+        assert!(
+            note.contains("broker.stowage.io/adopt: legacy-data=my-app/uploads"),
+            "the refusal says how an admin can allow it: {note}"
+        );
+        v.expect_status().await;
+        v
+    })
+    .await
+    .unwrap();
+    assert_eq!(buckets.calls.lock().unwrap().len(), 1, "no adopt");
+}
+
+fn ca_secret(pem: &str) -> Secret {
+    Secret {
+        metadata: ObjectMeta {
+            name: Some("minio-ca".into()),
+            namespace: Some(OPNS.into()),
+            ..ObjectMeta::default()
+        },
+        data: Some(
+            [(
+                "ca.crt".to_owned(),
+                k8s_openapi::ByteString(pem.as_bytes().to_vec()),
+            )]
+            .into(),
+        ),
+        ..Secret::default()
+    }
+}
+
+fn tls_backend(tls: Value) -> S3Backend {
+    let mut b = backend();
+    b.spec.tls = Some(serde_json::from_value(tls).unwrap());
+    b
+}
+
+/// A CA certificate (PEM) made for these tests.
+fn test_ca_pem() -> String {
+    rcgen::generate_simple_self_signed(vec!["minio.storage".to_owned()])
+        .unwrap()
+        .cert
+        .pem()
+}
+
+#[tokio::test]
+async fn the_backend_ca_bundle_reaches_the_s3_client() {
+    let pem = test_ca_pem();
+    let buckets = Arc::new(FakeBuckets::default());
+    *buckets.ensure_result.lock().unwrap() = Some(Ensured::Created);
+    let (ctx, handle) = context(NOW, buckets.clone(), 1);
+    let b = tls_backend(json!({"caBundleSecretRef": {"name": "minio-ca", "namespace": OPNS}}));
+    run(ctx, handle, basic_claim(), |mut v| async {
+        v.expect_this_backend_and_admin(b).await;
+        v.expect(
+            "GET",
+            "/api/v1/namespaces/stowage-system/secrets/minio-ca",
+            ok(ca_secret(&pem)),
+        )
+        .await;
+        v.expect_event("BucketCreated", "Normal").await;
+        expect_first_issue(&mut v).await;
+        v
+    })
+    .await
+    .unwrap();
+    let calls = buckets.calls.lock().unwrap();
+    assert_eq!(calls.len(), 1);
+    assert!(calls[0].contains("tls=CaBundle("), "{}", calls[0]);
+}
+
+#[tokio::test]
+async fn insecure_skip_verify_reaches_the_s3_client() {
+    let buckets = Arc::new(FakeBuckets::default());
+    *buckets.ensure_result.lock().unwrap() = Some(Ensured::Created);
+    let (ctx, handle) = context(NOW, buckets.clone(), 1);
+    let b = tls_backend(json!({"insecureSkipVerify": true}));
+    run(ctx, handle, basic_claim(), |mut v| async {
+        v.expect_this_backend_and_admin(b).await;
+        v.expect_event("BucketCreated", "Normal").await;
+        expect_first_issue(&mut v).await;
+        v
+    })
+    .await
+    .unwrap();
+    assert!(buckets.calls.lock().unwrap()[0].ends_with("tls=InsecureSkipVerify"));
+}
+
+#[tokio::test]
+async fn an_unusable_ca_bundle_keeps_the_claim_pending() {
+    for (secret, why) in [
+        (not_found(), "not found"),
+        (ok(ca_secret("not a certificate")), "CERTIFICATE"),
+    ] {
+        let buckets = Arc::new(FakeBuckets::default());
+        let (ctx, handle) = context(NOW, buckets.clone(), 1);
+        let b = tls_backend(json!({"caBundleSecretRef": {"name": "minio-ca", "namespace": OPNS}}));
+        run(ctx, handle, basic_claim(), |mut v| async {
+            v.expect_this_backend_and_admin(b).await;
+            v.expect(
+                "GET",
+                "/api/v1/namespaces/stowage-system/secrets/minio-ca",
+                secret,
+            )
+            .await;
+            let note = v.expect_event("CaBundleInvalid", "Warning").await;
+            assert!(note.contains(why), "{note}");
+            let s = v.expect_status().await;
+            assert_eq!(s.phase, Some(Phase::Pending));
+            v
+        })
+        .await
+        .unwrap();
+        assert!(buckets.calls.lock().unwrap().is_empty(), "no S3 call");
+    }
+}
+
+#[tokio::test]
+async fn a_ca_bundle_outside_the_operator_namespace_is_refused() {
+    let buckets = Arc::new(FakeBuckets::default());
+    let (ctx, handle) = context(NOW, buckets.clone(), 1);
+    let b = tls_backend(json!({"caBundleSecretRef": {"name": "minio-ca", "namespace": "my-app"}}));
+    run(ctx, handle, basic_claim(), |mut v| async {
+        v.expect_this_backend_and_admin(b).await;
+        let note = v.expect_event("CaBundleInvalid", "Warning").await;
+        assert!(note.contains("operator namespace"), "{note}");
+        v.expect_status().await;
+        v
+    })
+    .await
+    .unwrap();
+    assert!(buckets.calls.lock().unwrap().is_empty());
 }
