@@ -357,3 +357,36 @@ fn consumer_secret_name_and_rotate_annotation() {
     assert_eq!(c.consumer_secret_name(), "creds");
     assert_eq!(c.rotate_annotation(), Some("7"));
 }
+
+#[test]
+fn adopt_annotation_names_bucket_and_claim_exactly() {
+    let text =
+        std::fs::read_to_string(repo_root().join("deploy/examples/s3backend-tls-adopt.yaml"))
+            .expect("example");
+    let b: S3Backend = serde_yaml::from_str(&text).expect("typed");
+    assert!(b.adoption_allowed("legacy-reports", "analytics", "reports"));
+    assert!(!b.adoption_allowed("legacy-reports", "analytics", "other"));
+    assert!(!b.adoption_allowed("legacy-reports", "other", "reports"));
+    assert!(!b.adoption_allowed("legacy", "analytics", "reports"));
+    let tls = b.spec.tls.clone().expect("tls");
+    assert_eq!(tls.ca_bundle_secret_ref.expect("ca").key, "ca.crt");
+
+    let mut b = b.clone_with_annotation(" a=ns/x,\n b=ns/y  garbage c=nons d=ns/ ");
+    assert!(b.adoption_allowed("a", "ns", "x") && b.adoption_allowed("b", "ns", "y"));
+    assert!(!b.adoption_allowed("c", "nons", "") && !b.adoption_allowed("garbage", "", ""));
+    assert!(!b.adoption_allowed("d", "ns", "x"));
+    b.metadata.annotations = None;
+    assert!(!b.adoption_allowed("a", "ns", "x"));
+}
+
+trait WithAnnotation {
+    fn clone_with_annotation(&self, v: &str) -> S3Backend;
+}
+
+impl WithAnnotation for S3Backend {
+    fn clone_with_annotation(&self, v: &str) -> S3Backend {
+        let mut b = S3Backend::new("x", self.spec.clone());
+        b.metadata.annotations = Some([(ANNOTATION_ADOPT.to_owned(), v.to_owned())].into());
+        b
+    }
+}
