@@ -7,6 +7,7 @@
 //! (admission), `metrics`. `main.rs` only wires them.
 #![forbid(unsafe_code)]
 
+pub mod backend;
 pub mod conn;
 pub mod crd;
 pub mod metrics;

@@ -1,6 +1,7 @@
-//! `bucketgate-operator`: `crd` prints the CRDs; `run` starts the controller
-//! (leader-elected, `/metrics`, `/healthz`, `/readyz`); `webhook` serves the
-//! validating admission webhook over TLS. Wiring only: the library does the work.
+//! `bucketgate-operator`: `crd` prints the CRDs; `run` starts the BucketClaim
+//! and S3Backend controllers (leader-elected, `/metrics`, `/healthz`,
+//! `/readyz`); `webhook` serves the validating admission webhook over TLS
+//! (`/validate`, `/healthz`). Wiring only: the library does the work.
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,8 +10,9 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::routing::get;
-use bucketgate_core::contract::SELECTOR_INTERNAL;
-use bucketgate_operator::crd::BucketClaim;
+use bucketgate_core::contract::{LABEL_ROLE, SELECTOR_INTERNAL};
+use bucketgate_operator::backend;
+use bucketgate_operator::crd::{BucketClaim, S3Backend};
 use bucketgate_operator::metrics::Metrics;
 use bucketgate_operator::reconcile::{
     self, Context, FIELD_MANAGER, Settings, SystemClock, claim_for_secret, os_minter,
@@ -21,7 +23,7 @@ use clap::{Parser, Subcommand};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::{Controller, watcher};
+use kube::runtime::{Controller, controller, watcher};
 use kube::{Api, Client};
 
 #[derive(Debug, Parser)]
@@ -200,40 +202,74 @@ async fn run(
             leading.changed().await?;
         }
         metrics.leader.set(1);
-        tracing::info!(%identity, "leading: starting the controller");
-        let mut lost = leading.clone();
-        let stop = async move {
-            while *lost.borrow_and_update() {
-                if lost.changed().await.is_err() {
-                    break;
-                }
-            }
+        tracing::info!(%identity, "leading: starting the controllers");
+        // Both controllers stop when the lease is lost.
+        let claim_controller = {
+            let claims: Api<BucketClaim> = Api::all(client.clone());
+            let consumer: Api<Secret> = Api::all(client.clone());
+            let internal: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+            Controller::new(claims, watcher::Config::default())
+                .owns(
+                    consumer,
+                    watcher::Config::default().labels(bucketgate_core::contract::SELECTOR_CONSUMER),
+                )
+                .watches(
+                    internal,
+                    watcher::Config::default().labels(SELECTOR_INTERNAL),
+                    |s| claim_for_secret(&s),
+                )
+                .graceful_shutdown_on(lease_lost(leading.clone()))
+                .run(reconcile::reconcile, reconcile::error_policy, ctx.clone())
+                .for_each(|r| async move {
+                    if let Err(e) = r {
+                        tracing::debug!(error = %e, "reconcile");
+                    }
+                })
         };
-        let claims: Api<BucketClaim> = Api::all(client.clone());
-        let consumer: Api<Secret> = Api::all(client.clone());
-        let internal: Api<Secret> = Api::namespaced(client.clone(), &namespace);
-        Controller::new(claims, watcher::Config::default())
-            .owns(
-                consumer,
-                watcher::Config::default().labels(bucketgate_core::contract::SELECTOR_CONSUMER),
-            )
+        let backend_controller = {
+            let backends: Api<S3Backend> = Api::all(client.clone());
+            let claims: Api<BucketClaim> = Api::all(client.clone());
+            // Admin and CA bundle Secrets live in the operator namespace; the
+            // operator's own Secrets (they carry the role label) are skipped.
+            let referenced: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+            let ctrl = Controller::new(backends, watcher::Config::default());
+            let store = ctrl.store();
+            ctrl.watches(claims, watcher::Config::default(), |c| {
+                Some(backend::backend_for_claim(&c))
+            })
             .watches(
-                internal,
-                watcher::Config::default().labels(SELECTOR_INTERNAL),
-                |s| claim_for_secret(&s),
+                referenced,
+                watcher::Config::default().labels(&format!("!{LABEL_ROLE}")),
+                move |s| {
+                    let state = store.state();
+                    backend::backends_for_secret(state.iter().map(|b| b.as_ref()), &s)
+                },
             )
-            .graceful_shutdown_on(stop)
-            .run(reconcile::reconcile, reconcile::error_policy, ctx.clone())
+            // Claim churn (every status write) probes each backend at most
+            // once per debounce window.
+            .with_config(controller::Config::default().debounce(Duration::from_secs(2)))
+            .graceful_shutdown_on(lease_lost(leading.clone()))
+            .run(backend::reconcile, backend::error_policy, ctx.clone())
             .for_each(|r| async move {
                 if let Err(e) = r {
-                    tracing::debug!(error = %e, "reconcile");
+                    tracing::debug!(error = %e, "S3Backend reconcile");
                 }
             })
-            .await;
+        };
+        futures::join!(claim_controller, backend_controller);
         metrics.leader.set(0);
         if lease_task.is_finished() {
             return Err("leader election task ended".into());
         }
-        tracing::warn!("lost the leader lease: controller stopped");
+        tracing::warn!("lost the leader lease: controllers stopped");
+    }
+}
+
+/// Resolves once `leading` turns false (or its sender is gone).
+async fn lease_lost(mut leading: tokio::sync::watch::Receiver<bool>) {
+    while *leading.borrow_and_update() {
+        if leading.changed().await.is_err() {
+            break;
+        }
     }
 }

@@ -7,6 +7,8 @@ pub struct Metrics {
     pub registry: Registry,
     /// Reconciles by result (`ok`, `error`).
     pub reconciles: IntCounterVec,
+    /// S3Backend status reconciles by result (`ok`, `error`).
+    pub backend_reconciles: IntCounterVec,
     /// Credentials minted by reason (`initial`, `manual`, `scheduled`, `revoked`).
     pub minted: IntCounterVec,
     /// Old keys deleted after their overlap.
@@ -20,6 +22,13 @@ impl Metrics {
         let registry = Registry::new_custom(Some("bucketgate_operator".into()), None)?;
         let reconciles = IntCounterVec::new(
             Opts::new("reconciles_total", "BucketClaim reconciles by result"),
+            &["result"],
+        )?;
+        let backend_reconciles = IntCounterVec::new(
+            Opts::new(
+                "backend_reconciles_total",
+                "S3Backend status reconciles by result",
+            ),
             &["result"],
         )?;
         let minted = IntCounterVec::new(
@@ -38,12 +47,14 @@ impl Metrics {
         )?;
         let leader = IntGauge::new("leader", "1 while this replica holds the leader lease")?;
         registry.register(Box::new(reconciles.clone()))?;
+        registry.register(Box::new(backend_reconciles.clone()))?;
         registry.register(Box::new(minted.clone()))?;
         registry.register(Box::new(expired_deleted.clone()))?;
         registry.register(Box::new(leader.clone()))?;
         Ok(Self {
             registry,
             reconciles,
+            backend_reconciles,
             minted,
             expired_deleted,
             leader,

@@ -178,7 +178,7 @@ async fn publish(ctx: &Context, claim: &BucketClaim, type_: EventType, reason: &
     }
 }
 
-fn condition(
+pub(crate) fn condition(
     old: &[Condition],
     type_: &str,
     ok: bool,

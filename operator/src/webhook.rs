@@ -4,18 +4,24 @@
 //! * its bucket (explicit, or from the backend's template) is not bound or
 //!   requested by another claim (the S3 owner marker is the operator's
 //!   second line; this refuses early with a clear message);
-//! * an S3Backend's admin Secret lives in the operator namespace.
+//! * an S3Backend's admin Secret and CA bundle Secret live in the operator
+//!   namespace (the operator reads them only there, see `conn.rs`).
 //!
-//! Served by axum over rustls (`serve_tls`), the certificate read from a
-//! mounted Secret (cert-manager's `tls.crt` / `tls.key`) and reloaded
-//! periodically. [`review`] is the pure-ish handler the tests drive with
+//! Served by axum over rustls ([`serve_tls`], [`serve_tls_on`]), the
+//! certificate read from a mounted Secret (cert-manager's `tls.crt` /
+//! `tls.key`) and reloaded periodically; a reload that fails keeps the
+//! certificate in use. `GET /healthz` answers `ok`. [`review`] is the pure-ish handler the tests drive with
 //! AdmissionReview JSON; lookups go through [`Lookup`].
 
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use axum::extract::State;
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::{Json, Router};
+use axum_server::tls_rustls::RustlsConfig;
 use futures::future::BoxFuture;
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
@@ -75,10 +81,11 @@ impl std::fmt::Debug for Webhook {
     }
 }
 
-/// `POST /validate`.
+/// `POST /validate`, `GET /healthz`.
 pub fn app(state: Webhook) -> Router {
     Router::new()
         .route("/validate", post(handle))
+        .route("/healthz", get(|| async { "ok" }))
         .with_state(state)
 }
 
@@ -133,6 +140,19 @@ fn check_backend(state: &Webhook, b: &S3Backend) -> Result<(), String> {
         return Err(format!(
             "spec.adminCredentialsSecretRef.namespace must be the operator namespace {:?} (got {:?}): admin keys must not live where tenants can read them",
             state.operator_namespace, r.namespace
+        ));
+    }
+    let ca = b
+        .spec
+        .tls
+        .as_ref()
+        .and_then(|t| t.ca_bundle_secret_ref.as_ref());
+    if let Some(ca) = ca
+        && ca.namespace != state.operator_namespace
+    {
+        return Err(format!(
+            "spec.tls.caBundleSecretRef.namespace must be the operator namespace {:?} (got {:?}): the operator reads the CA bundle only there",
+            state.operator_namespace, ca.namespace
         ));
     }
     Ok(())
@@ -192,28 +212,68 @@ async fn check_claim(state: &Webhook, c: &BucketClaim) -> Result<(), String> {
     Ok(())
 }
 
+/// Outcomes of the periodic certificate reload (for logs and tests).
+#[derive(Debug, Default)]
+pub struct ReloadCounts {
+    /// Reloads that installed the files' certificate.
+    pub succeeded: AtomicU64,
+    /// Reloads that failed (unreadable or invalid files): the certificate
+    /// in use was kept.
+    pub failed: AtomicU64,
+}
+
 /// Serves [`app`] over TLS on `addr` with the PEM files at `cert` / `key`,
 /// re-reading them every `reload` (cert-manager renews in place).
 pub async fn serve_tls(
     state: Webhook,
     addr: std::net::SocketAddr,
-    cert: std::path::PathBuf,
-    key: std::path::PathBuf,
-    reload: std::time::Duration,
+    cert: PathBuf,
+    key: PathBuf,
+    reload: Duration,
 ) -> std::io::Result<()> {
-    let config = axum_server::tls_rustls::RustlsConfig::from_pem_file(&cert, &key).await?;
-    let reloader = config.clone();
-    tokio::spawn(async move {
+    let listener = std::net::TcpListener::bind(addr)?;
+    serve_tls_on(state, listener, cert, key, reload, Arc::default()).await
+}
+
+/// [`serve_tls`] on a bound listener (tests bind `127.0.0.1:0`), counting
+/// reload outcomes in `counts`. Fails at once if the files do not hold a
+/// usable certificate and key.
+pub async fn serve_tls_on(
+    state: Webhook,
+    listener: std::net::TcpListener,
+    cert: PathBuf,
+    key: PathBuf,
+    reload: Duration,
+    counts: Arc<ReloadCounts>,
+) -> std::io::Result<()> {
+    let config = RustlsConfig::from_pem_file(&cert, &key).await?;
+    let server = axum_server::from_tcp_rustls(listener, config.clone())?;
+    let _reloader = AbortOnDrop(tokio::spawn(async move {
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + reload, reload);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tokio::time::sleep(reload).await;
-            if let Err(e) = reloader.reload_from_pem_file(&cert, &key).await {
-                tracing::warn!(error = %e, "webhook certificate reload failed; keeping the old one");
+            tick.tick().await;
+            match config.reload_from_pem_file(&cert, &key).await {
+                Ok(()) => {
+                    counts.succeeded.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    counts.failed.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(error = %e, "webhook certificate reload failed; keeping the old one");
+                }
             }
         }
-    });
-    axum_server::bind_rustls(addr, config)
-        .serve(app(state).into_make_service())
-        .await
+    }));
+    server.serve(app(state).into_make_service()).await
+}
+
+/// Stops the reload task with the server.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 #[cfg(test)]

@@ -4,7 +4,9 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 
 use super::*;
-use crate::crd::{AdminCredentialsSecretRef, BucketClaimSpec, S3BackendSpec};
+use crate::crd::{
+    AdminCredentialsSecretRef, BackendTls, BucketClaimSpec, CaBundleSecretRef, S3BackendSpec,
+};
 
 struct Fake {
     backends: Vec<S3Backend>,
@@ -282,4 +284,67 @@ async fn delete_is_allowed_and_garbage_is_refused() {
         .unwrap();
     let v: Value = serde_json::from_slice(&bytes).unwrap();
     assert_eq!(v["response"]["allowed"], false, "{v}");
+}
+
+#[tokio::test]
+async fn backend_ca_bundle_must_be_in_operator_namespace() {
+    let fake = || Fake {
+        backends: vec![],
+        claims: vec![],
+        fail: false,
+    };
+    let with_ca = |ns: &str| {
+        let mut b = backend("stowage-system");
+        b.spec.tls = Some(BackendTls {
+            insecure_skip_verify: false,
+            ca_bundle_secret_ref: Some(CaBundleSecretRef {
+                name: "minio-ca".into(),
+                namespace: ns.into(),
+                key: "ca.crt".into(),
+            }),
+        });
+        serde_json::to_value(b).unwrap()
+    };
+    let (allowed, msg, _) = post(
+        fake(),
+        review(
+            "S3Backend",
+            "s3backends",
+            "CREATE",
+            with_ca("stowage-system"),
+        ),
+    )
+    .await;
+    assert!(allowed, "{msg}");
+    let (allowed, msg, _) = post(
+        fake(),
+        review("S3Backend", "s3backends", "UPDATE", with_ca("tenant-ns")),
+    )
+    .await;
+    assert!(!allowed);
+    assert_eq!(
+        msg,
+        "spec.tls.caBundleSecretRef.namespace must be the operator namespace \"stowage-system\" (got \"tenant-ns\"): the operator reads the CA bundle only there"
+    );
+}
+
+#[tokio::test]
+async fn healthz_answers_ok() {
+    let state = Webhook {
+        lookup: Arc::new(Fake {
+            backends: vec![],
+            claims: vec![],
+            fail: true,
+        }),
+        operator_namespace: "x".into(),
+    };
+    let resp = app(state)
+        .oneshot(Request::get("/healthz").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 10)
+        .await
+        .unwrap();
+    assert_eq!(&bytes[..], b"ok");
 }
