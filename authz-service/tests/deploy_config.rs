@@ -1,0 +1,69 @@
+//! The broker config shipped in `deploy/gateway.yaml` (ConfigMap
+//! `bucketgate-authz`) is one this binary accepts, and the Deployment runs
+//! it with flags `serve` has.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::Path;
+
+use bucketgate_authz::cli::Cli;
+use bucketgate_authz::config::ServiceConfig;
+use clap::Parser;
+use serde::Deserialize;
+use serde_json::Value;
+
+fn gateway_docs() -> Vec<Value> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/gateway.yaml");
+    let text = std::fs::read_to_string(path).unwrap();
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|d| Value::deserialize(d).unwrap())
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+#[test]
+fn shipped_config_parses_and_the_container_args_are_accepted() {
+    let docs = gateway_docs();
+    let cm = docs
+        .iter()
+        .find(|d| d["kind"] == "ConfigMap" && d["metadata"]["name"] == "bucketgate-authz")
+        .expect("ConfigMap bucketgate-authz");
+    let json = cm["data"]["config.json"].as_str().unwrap();
+    let config = ServiceConfig::parse(json.as_bytes()).expect("the shipped config is valid");
+    assert!(config.kubernetes.enabled);
+    assert_eq!(
+        config.kubernetes.namespace.as_deref(),
+        Some("stowage-system")
+    );
+
+    let deploy = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
+    let containers = deploy["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .unwrap();
+    let authz = containers.iter().find(|c| c["name"] == "authz").unwrap();
+    let mut argv = vec!["bucketgate-authz".to_owned()];
+    argv.extend(
+        authz["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_owned()),
+    );
+    Cli::try_parse_from(&argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+    // The config the container reads is the ConfigMap's mount.
+    let env = authz["env"].as_array().unwrap();
+    let config_path = env
+        .iter()
+        .find(|e| e["name"] == "BUCKETGATE_CONFIG")
+        .unwrap()["value"]
+        .as_str()
+        .unwrap();
+    let mount = authz["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "authz-config")
+        .unwrap()["mountPath"]
+        .as_str()
+        .unwrap();
+    assert_eq!(config_path, format!("{mount}/config.json"));
+}
