@@ -17,3 +17,6 @@ pub mod reconcile;
 pub mod s3;
 pub mod secrets;
 pub mod webhook;
+
+#[cfg(test)]
+mod testing;

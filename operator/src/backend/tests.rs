@@ -8,12 +8,10 @@ use std::sync::Mutex;
 use bucketgate_core::UnixSeconds;
 use bucketgate_core::date::format_rfc3339;
 use futures::future::BoxFuture;
-use http::{Request, Response, StatusCode};
+use http::StatusCode;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
-use kube::Client;
-use kube::client::Body;
 use kube::core::{ObjectList, TypeMeta};
 use kube::runtime::events::{Recorder, Reporter};
 use serde_json::{Value, json};
@@ -25,8 +23,9 @@ use crate::crd::{
 };
 use crate::metrics::Metrics;
 use crate::mint::Minted;
-use crate::reconcile::{Clock, FIELD_MANAGER, Minter, Settings};
+use crate::reconcile::{FIELD_MANAGER, Minter, Settings};
 use crate::s3::{BackendConn, BackendTls, BucketOps, Deleted, Ensured, Owner, S3Error};
+use crate::testing::{FixedClock, Handle, Verifier, drive, mock_client, not_found, ok};
 
 const OPNS: &str = "stowage-system";
 const NOW: UnixSeconds = 1_750_000_000;
@@ -35,8 +34,6 @@ const ADMIN_PATH: &str = "/api/v1/namespaces/stowage-system/secrets/minio-admin"
 const CLAIMS_PATH: &str = "/apis/broker.stowage.io/v1alpha1/bucketclaims";
 /// Events about a cluster-scoped object land in `default`.
 const EVENTS_PATH: &str = "/apis/events.k8s.io/v1/namespaces/default/events";
-
-type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
 
 // ---------------------------------------------------------------------------
 // Fakes
@@ -113,16 +110,8 @@ impl BucketOps for FakeBuckets {
     }
 }
 
-struct FixedClock(UnixSeconds);
-impl Clock for FixedClock {
-    fn now(&self) -> UnixSeconds {
-        self.0
-    }
-}
-
 fn context(now: UnixSeconds, buckets: Arc<FakeBuckets>) -> (Arc<Context>, Handle) {
-    let (svc, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let client = Client::new(svc, "default");
+    let (client, handle) = mock_client();
     let minter: Minter = Arc::new(|| -> Result<Minted, Error> {
         panic!("the backend controller must not mint credentials")
     });
@@ -243,18 +232,6 @@ fn four_claims() -> Vec<BucketClaim> {
     ]
 }
 
-fn ok(v: impl serde::Serialize) -> (StatusCode, Value) {
-    (StatusCode::OK, serde_json::to_value(v).unwrap())
-}
-
-fn not_found() -> (StatusCode, Value) {
-    (
-        StatusCode::NOT_FOUND,
-        serde_json::to_value(kube::core::Status::failure("not found", "NotFound").with_code(404))
-            .unwrap(),
-    )
-}
-
 fn claim_list(items: Vec<BucketClaim>) -> (StatusCode, Value) {
     ok(ObjectList {
         types: TypeMeta::list::<BucketClaim>(),
@@ -284,63 +261,7 @@ const REACHABLE_MSG: &str = "ListBuckets with the admin key succeeded";
 // The verifier
 // ---------------------------------------------------------------------------
 
-struct Verifier {
-    handle: Handle,
-}
-
-struct Seen {
-    method: String,
-    path: String,
-    query: String,
-    content_type: String,
-    body: Value,
-}
-
 impl Verifier {
-    async fn next(&mut self, reply: impl FnOnce(&Seen) -> (StatusCode, Value)) -> Seen {
-        let (req, send) = tokio::time::timeout(Duration::from_secs(5), self.handle.next_request())
-            .await
-            .expect("reconciler made no further request")
-            .expect("service closed");
-        let (parts, body) = req.into_parts();
-        let bytes = body.collect_bytes().await.unwrap();
-        let seen = Seen {
-            method: parts.method.to_string(),
-            path: parts.uri.path().to_owned(),
-            query: parts.uri.query().unwrap_or_default().to_owned(),
-            content_type: parts
-                .headers
-                .get(http::header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_owned(),
-            body: if bytes.is_empty() {
-                Value::Null
-            } else {
-                serde_json::from_slice(&bytes).unwrap()
-            },
-        };
-        let (status, v) = reply(&seen);
-        send.send_response(
-            Response::builder()
-                .status(status)
-                .body(Body::from(serde_json::to_vec(&v).unwrap()))
-                .unwrap(),
-        );
-        seen
-    }
-
-    async fn expect(&mut self, method: &str, path: &str, reply: (StatusCode, Value)) -> Seen {
-        let seen = self.next(|_| reply).await;
-        assert_eq!(
-            (seen.method.as_str(), seen.path.as_str()),
-            (method, path),
-            "query {}",
-            seen.query
-        );
-        seen
-    }
-
     async fn expect_claims(&mut self, items: Vec<BucketClaim>) {
         let seen = self.expect("GET", CLAIMS_PATH, claim_list(items)).await;
         assert!(
@@ -351,7 +272,7 @@ impl Verifier {
     }
 
     /// The status merge patch; answered with the backend carrying it.
-    async fn expect_status(&mut self, base: &S3Backend) -> (S3BackendStatus, Value) {
+    async fn expect_backend_status(&mut self, base: &S3Backend) -> (S3BackendStatus, Value) {
         let seen = self
             .next(|s| {
                 let mut b = base.clone();
@@ -378,7 +299,7 @@ impl Verifier {
     }
 
     /// An event about the backend; returns its note.
-    async fn expect_event(&mut self, reason: &str, type_: &str) -> String {
+    async fn expect_backend_event(&mut self, reason: &str, type_: &str) -> String {
         let seen = self.next(|s| (StatusCode::OK, s.body.clone())).await;
         assert_eq!(
             (seen.method.as_str(), seen.path.as_str()),
@@ -390,14 +311,6 @@ impl Verifier {
         assert_eq!(seen.body["regarding"]["kind"], "S3Backend");
         assert_eq!(seen.body["regarding"]["name"], "minio");
         seen.body["note"].as_str().unwrap_or_default().to_owned()
-    }
-
-    async fn done(mut self) {
-        let extra =
-            tokio::time::timeout(Duration::from_millis(100), self.handle.next_request()).await;
-        if let Ok(Some((req, _))) = extra {
-            panic!("unexpected request {} {}", req.method(), req.uri());
-        }
     }
 }
 
@@ -411,13 +324,7 @@ where
     F: FnOnce(Verifier) -> Fut,
     Fut: std::future::Future<Output = Verifier>,
 {
-    let task = tokio::spawn(reconcile(Arc::new(backend), ctx.clone()));
-    let verifier = script(Verifier { handle }).await;
-    let result = tokio::time::timeout(Duration::from_secs(5), task)
-        .await
-        .expect("reconcile finished")
-        .expect("no panic");
-    verifier.done().await;
+    let result = drive(reconcile(Arc::new(backend), ctx.clone()), handle, script).await;
     let label = if result.is_ok() { "ok" } else { "error" };
     assert_eq!(
         ctx.metrics
@@ -439,7 +346,7 @@ async fn ready_backend() -> S3Backend {
     let action = run(ctx, handle, b.clone(), |mut v| async {
         v.expect("GET", ADMIN_PATH, ok(admin_secret())).await;
         v.expect_claims(four_claims()).await;
-        let (status, body) = v.expect_status(&b).await;
+        let (status, body) = v.expect_backend_status(&b).await;
         assert_eq!(body["status"]["bucketCount"], 2);
         assert_eq!(body["status"]["observedGeneration"], GENERATION);
         assert_eq!(
@@ -447,7 +354,7 @@ async fn ready_backend() -> S3Backend {
             format_rfc3339(NOW).unwrap()
         );
         written = Some(status);
-        let note = v.expect_event("Reachable", "Normal").await;
+        let note = v.expect_backend_event("Reachable", "Normal").await;
         assert_eq!(note, REACHABLE_MSG);
         v
     })
@@ -509,7 +416,7 @@ async fn count_change_alone_is_patched_without_event() {
         let mut claims = four_claims();
         claims.push(claim("team-d", "new", "minio", Some("team-d-new")));
         v.expect_claims(claims).await;
-        let (status, _) = v.expect_status(&base).await;
+        let (status, _) = v.expect_backend_status(&base).await;
         assert_eq!(status.bucket_count, Some(3));
         assert_eq!(
             status.conditions,
@@ -530,7 +437,7 @@ async fn missing_admin_secret_is_not_ready_without_probing() {
     let action = run(ctx, handle, b.clone(), |mut v| async {
         v.expect("GET", ADMIN_PATH, not_found()).await;
         v.expect_claims(vec![]).await;
-        let (status, _) = v.expect_status(&b).await;
+        let (status, _) = v.expect_backend_status(&b).await;
         let msg = "S3Backend minio: Secret stowage-system/minio-admin not found";
         assert_eq!(
             status,
@@ -540,7 +447,11 @@ async fn missing_admin_secret_is_not_ready_without_probing() {
                 bucket_count: Some(0),
             }
         );
-        assert_eq!(v.expect_event("AdminSecretInvalid", "Warning").await, msg);
+        assert_eq!(
+            v.expect_backend_event("AdminSecretInvalid", "Warning")
+                .await,
+            msg
+        );
         v
     })
     .await
@@ -560,7 +471,7 @@ async fn probe_failure_is_unreachable_and_moves_the_transition_time() {
     let action = run(ctx, handle, b, |mut v| async {
         v.expect("GET", ADMIN_PATH, ok(admin_secret())).await;
         v.expect_claims(four_claims()).await;
-        let (status, _) = v.expect_status(&base).await;
+        let (status, _) = v.expect_backend_status(&base).await;
         let msg = format!("S3 ListBuckets on bucket \"\" at backend \"minio\": {err}");
         assert_eq!(
             status,
@@ -570,7 +481,7 @@ async fn probe_failure_is_unreachable_and_moves_the_transition_time() {
                 bucket_count: Some(2),
             }
         );
-        assert_eq!(v.expect_event("Unreachable", "Warning").await, msg);
+        assert_eq!(v.expect_backend_event("Unreachable", "Warning").await, msg);
         v
     })
     .await
@@ -593,7 +504,7 @@ async fn still_unreachable_with_another_message_patches_without_event() {
     run(ctx, handle, b, |mut v| async {
         v.expect("GET", ADMIN_PATH, ok(admin_secret())).await;
         v.expect_claims(vec![]).await;
-        let (status, _) = v.expect_status(&base).await;
+        let (status, _) = v.expect_backend_status(&base).await;
         let c = &status.conditions[0];
         assert_eq!(
             (c.status.as_str(), c.reason.as_str()),
@@ -620,12 +531,12 @@ async fn recovery_emits_a_normal_event() {
     run(ctx, handle, b, |mut v| async {
         v.expect("GET", ADMIN_PATH, ok(admin_secret())).await;
         v.expect_claims(vec![]).await;
-        let (status, _) = v.expect_status(&base).await;
+        let (status, _) = v.expect_backend_status(&base).await;
         assert_eq!(
             status.conditions,
             vec![ready("True", "Reachable", REACHABLE_MSG, NOW + 300)]
         );
-        v.expect_event("Reachable", "Normal").await;
+        v.expect_backend_event("Reachable", "Normal").await;
         v
     })
     .await
@@ -641,7 +552,7 @@ async fn ca_bundle_in_another_namespace_is_refused() {
         v.expect("GET", ADMIN_PATH, ok(admin_secret())).await;
         // No GET of tenant-ns/minio-ca: it is refused before reading.
         v.expect_claims(vec![]).await;
-        let (status, _) = v.expect_status(&b).await;
+        let (status, _) = v.expect_backend_status(&b).await;
         let c = &status.conditions[0];
         assert_eq!(
             (c.type_.as_str(), c.status.as_str(), c.reason.as_str()),
@@ -653,7 +564,7 @@ async fn ca_bundle_in_another_namespace_is_refused() {
             "{}",
             c.message
         );
-        v.expect_event("CaBundleInvalid", "Warning").await;
+        v.expect_backend_event("CaBundleInvalid", "Warning").await;
         v
     })
     .await
@@ -677,8 +588,8 @@ async fn ca_bundle_in_the_operator_namespace_reaches_the_probe() {
         )
         .await;
         v.expect_claims(vec![]).await;
-        v.expect_status(&b).await;
-        v.expect_event("Reachable", "Normal").await;
+        v.expect_backend_status(&b).await;
+        v.expect_backend_event("Reachable", "Normal").await;
         v
     })
     .await

@@ -9,11 +9,9 @@ use std::sync::Mutex;
 
 use bucketgate_core::contract::parse_internal_parts;
 use futures::future::BoxFuture;
-use http::{Request, Response, StatusCode};
+use http::StatusCode;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::Client;
-use kube::client::Body;
 use kube::runtime::events::Reporter;
 use serde_json::{Value, json};
 
@@ -21,13 +19,12 @@ use super::*;
 use crate::crd::{AdminCredentialsSecretRef, BucketClaimSpec, RotationMode, S3BackendSpec};
 use crate::mint::{access_key_from_bytes, secret_from_bytes};
 use crate::s3::BackendConn;
+use crate::testing::{FixedClock, Handle, Verifier, drive, mock_client, not_found, ok};
 
 const OPNS: &str = "stowage-system";
 const NOW: UnixSeconds = 1_750_000_000;
 const UID: &str = "6f1c2d7e-0000-4000-8000-000000000001";
 const ENDPOINT: &str = "http://bucketgate.stowage-system.svc.cluster.local:8090";
-
-type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
 
 // ---------------------------------------------------------------------------
 // Fakes
@@ -104,13 +101,6 @@ impl BucketOps for FakeBuckets {
     }
 }
 
-struct FixedClock(UnixSeconds);
-impl Clock for FixedClock {
-    fn now(&self) -> UnixSeconds {
-        self.0
-    }
-}
-
 /// Access key number `n` of the fixed minter.
 fn key(n: u8) -> String {
     access_key_from_bytes(&[n; 10])
@@ -120,8 +110,7 @@ fn secret_of(n: u8) -> String {
 }
 
 fn context(now: UnixSeconds, buckets: Arc<FakeBuckets>, first_key: u8) -> (Arc<Context>, Handle) {
-    let (svc, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let client = Client::new(svc, "default");
+    let (client, handle) = mock_client();
     let next = Arc::new(Mutex::new(first_key));
     let minter: Minter = Arc::new(move || {
         let mut n = next.lock().unwrap();
@@ -213,18 +202,6 @@ fn admin_secret() -> Secret {
     }
 }
 
-fn not_found() -> (StatusCode, Value) {
-    (
-        StatusCode::NOT_FOUND,
-        serde_json::to_value(kube::core::Status::failure("not found", "NotFound").with_code(404))
-            .unwrap(),
-    )
-}
-
-fn ok(v: impl serde::Serialize) -> (StatusCode, Value) {
-    (StatusCode::OK, serde_json::to_value(v).unwrap())
-}
-
 fn secret_list(items: Vec<Secret>) -> (StatusCode, Value) {
     ok(k8s_openapi::List::<Secret> {
         items,
@@ -236,57 +213,7 @@ fn secret_list(items: Vec<Secret>) -> (StatusCode, Value) {
 // The verifier
 // ---------------------------------------------------------------------------
 
-struct Verifier {
-    handle: Handle,
-}
-
-struct Seen {
-    method: String,
-    path: String,
-    query: String,
-    body: Value,
-}
-
 impl Verifier {
-    async fn next(&mut self, reply: impl FnOnce(&Seen) -> (StatusCode, Value)) -> Seen {
-        let (req, send) = tokio::time::timeout(Duration::from_secs(5), self.handle.next_request())
-            .await
-            .expect("reconciler made no further request")
-            .expect("service closed");
-        let (parts, body) = req.into_parts();
-        let bytes = body.collect_bytes().await.unwrap();
-        let seen = Seen {
-            method: parts.method.to_string(),
-            path: parts.uri.path().to_owned(),
-            query: parts.uri.query().unwrap_or_default().to_owned(),
-            body: if bytes.is_empty() {
-                Value::Null
-            } else {
-                serde_json::from_slice(&bytes).unwrap()
-            },
-        };
-        let (status, v) = reply(&seen);
-        send.send_response(
-            Response::builder()
-                .status(status)
-                .body(Body::from(serde_json::to_vec(&v).unwrap()))
-                .unwrap(),
-        );
-        seen
-    }
-
-    /// Expects `method path` and answers `reply`; returns what was sent.
-    async fn expect(&mut self, method: &str, path: &str, reply: (StatusCode, Value)) -> Seen {
-        let seen = self.next(|_| reply).await;
-        assert_eq!(
-            (seen.method.as_str(), seen.path.as_str()),
-            (method, path),
-            "query {}",
-            seen.query
-        );
-        seen
-    }
-
     /// A server-side apply of a Secret; answered with the object itself.
     async fn expect_apply(&mut self, ns: &str, name: &str) -> Secret {
         let seen = self.next(|s| (StatusCode::OK, s.body.clone())).await;
@@ -371,15 +298,6 @@ impl Verifier {
         );
         serde_json::from_value(seen.body["status"].clone()).unwrap()
     }
-
-    /// Nothing more was requested.
-    async fn done(mut self) {
-        let extra =
-            tokio::time::timeout(Duration::from_millis(100), self.handle.next_request()).await;
-        if let Ok(Some((req, _))) = extra {
-            panic!("unexpected request {} {}", req.method(), req.uri());
-        }
-    }
 }
 
 /// Runs one reconcile of `claim` while `script` plays the API server.
@@ -393,14 +311,7 @@ where
     F: FnOnce(Verifier) -> Fut,
     Fut: std::future::Future<Output = Verifier>,
 {
-    let task = tokio::spawn(reconcile(Arc::new(claim), ctx));
-    let verifier = script(Verifier { handle }).await;
-    let result = tokio::time::timeout(Duration::from_secs(5), task)
-        .await
-        .expect("reconcile finished")
-        .expect("no panic");
-    verifier.done().await;
-    result
+    drive(reconcile(Arc::new(claim), ctx), handle, script).await
 }
 
 fn data(s: &Secret, k: &str) -> String {
