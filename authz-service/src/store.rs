@@ -333,14 +333,12 @@ impl Store {
         disabled: bool,
         now: UnixSeconds,
     ) -> Result<(), StoreError> {
-        let n = self.conn.execute(
+        self.update_one(
             "UPDATE credentials SET disabled = ?2, updated_at = ?3 WHERE access_key_id = ?1",
-            params![access_key_id, disabled, now],
-        )?;
-        if n == 0 {
-            return Err(StoreError::NotFound(access_key_id.to_owned()));
-        }
-        Ok(())
+            access_key_id,
+            disabled,
+            now,
+        )
     }
 
     pub fn set_expires_at(
@@ -349,10 +347,24 @@ impl Store {
         expires_at: Option<UnixSeconds>,
         now: UnixSeconds,
     ) -> Result<(), StoreError> {
-        let n = self.conn.execute(
+        self.update_one(
             "UPDATE credentials SET expires_at = ?2, updated_at = ?3 WHERE access_key_id = ?1",
-            params![access_key_id, expires_at, now],
-        )?;
+            access_key_id,
+            expires_at,
+            now,
+        )
+    }
+
+    /// Runs `sql` (parameters: key id, `value`, `now`) on one credential;
+    /// NotFound when no row has that key id.
+    fn update_one(
+        &self,
+        sql: &str,
+        access_key_id: &str,
+        value: impl rusqlite::ToSql,
+        now: UnixSeconds,
+    ) -> Result<(), StoreError> {
+        let n = self.conn.execute(sql, params![access_key_id, value, now])?;
         if n == 0 {
             return Err(StoreError::NotFound(access_key_id.to_owned()));
         }

@@ -194,18 +194,45 @@ pub fn client(conn: &BackendConn) -> aws_sdk_s3::Client {
     aws_sdk_s3::Client::from_conf(config)
 }
 
+impl S3Error {
+    fn new(op: &'static str, conn: &BackendConn, bucket: &str, message: String) -> Self {
+        Self {
+            op,
+            bucket: bucket.to_owned(),
+            backend: conn.name.clone(),
+            message,
+        }
+    }
+}
+
 fn err<E: std::error::Error>(
     op: &'static str,
     conn: &BackendConn,
     bucket: &str,
 ) -> impl FnOnce(E) -> S3Error {
-    let (bucket, backend) = (bucket.to_owned(), conn.name.clone());
+    let failed = S3Error::new(op, conn, bucket, String::new());
     move |e| S3Error {
-        op,
-        bucket,
-        backend,
         message: DisplayErrorContext(&e).to_string(),
+        ..failed
     }
+}
+
+/// The next page's key marker of a truncated listing; a truncated listing
+/// without one would loop forever, so it is an error.
+fn next_marker(
+    op: &'static str,
+    conn: &BackendConn,
+    bucket: &str,
+    marker: Option<&str>,
+) -> Result<String, S3Error> {
+    marker.map(str::to_owned).ok_or_else(|| {
+        S3Error::new(
+            op,
+            conn,
+            bucket,
+            "truncated listing without a next key marker".into(),
+        )
+    })
 }
 
 fn is_code<E: ProvideErrorMetadata>(e: &E, codes: &[&str]) -> bool {
@@ -355,16 +382,13 @@ impl S3Buckets {
             if !page.is_truncated().unwrap_or(false) {
                 return Ok(aborted);
             }
-            key_marker = page.next_key_marker().map(str::to_owned);
+            key_marker = Some(next_marker(
+                "ListMultipartUploads",
+                conn,
+                bucket,
+                page.next_key_marker(),
+            )?);
             id_marker = page.next_upload_id_marker().map(str::to_owned);
-            if key_marker.is_none() {
-                return Err(S3Error {
-                    op: "ListMultipartUploads",
-                    bucket: bucket.to_owned(),
-                    backend: conn.name.clone(),
-                    message: "truncated listing without a next key marker".into(),
-                });
-            }
         }
     }
 
@@ -391,17 +415,13 @@ impl S3Buckets {
             .await
             .map_err(err("DeleteObjects", conn, bucket))?;
         if let Some(e) = out.errors().first() {
-            return Err(S3Error {
-                op: "DeleteObjects",
-                bucket: bucket.to_owned(),
-                backend: conn.name.clone(),
-                message: format!(
-                    "{} objects not deleted, first {:?}: {}",
-                    out.errors().len(),
-                    e.key().unwrap_or_default(),
-                    e.code().unwrap_or_default()
-                ),
-            });
+            let message = format!(
+                "{} objects not deleted, first {:?}: {}",
+                out.errors().len(),
+                e.key().unwrap_or_default(),
+                e.code().unwrap_or_default()
+            );
+            return Err(S3Error::new("DeleteObjects", conn, bucket, message));
         }
         Ok(())
     }
@@ -452,16 +472,13 @@ impl S3Buckets {
             if !page.is_truncated().unwrap_or(false) {
                 return Ok(true);
             }
-            key_marker = page.next_key_marker().map(str::to_owned);
+            key_marker = Some(next_marker(
+                "ListObjectVersions",
+                conn,
+                bucket,
+                page.next_key_marker(),
+            )?);
             version_marker = page.next_version_id_marker().map(str::to_owned);
-            if key_marker.is_none() {
-                return Err(S3Error {
-                    op: "ListObjectVersions",
-                    bucket: bucket.to_owned(),
-                    backend: conn.name.clone(),
-                    message: "truncated listing without a next key marker".into(),
-                });
-            }
         }
     }
 
