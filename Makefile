@@ -66,6 +66,6 @@ bench-core:
 # RUSTC_BOOTSTRAP lets the stable toolchain accept them.
 fuzz:
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install --locked cargo-fuzz --version 0.13.1
-	cd core && for t in authorization_header query chunk_decoder; do \
+	cd core && for t in authorization_header query chunk_decoder request_body; do \
 	  RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
 	done

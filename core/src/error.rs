@@ -61,6 +61,9 @@ pub enum DenyReason {
     MalformedChunk(&'static str),
     /// The body ended before the framing said it would.
     IncompleteBody,
+    /// A request body the gateway must read (DeleteObjects, RestoreObject)
+    /// is not well-formed XML, declares a DTD, or exceeds S3's limits.
+    MalformedXml(&'static str),
     // 401
     SignatureDoesNotMatch(Box<SignatureMismatch>),
     /// A chunk or trailer signature did not verify.
@@ -75,6 +78,11 @@ pub enum DenyReason {
     RequestTimeTooSkewed,
     // 403
     AccessDenied(AccessDeniedReason),
+    /// An `x-amz-*` (or another S3 implementation's) header that is not on
+    /// the gateway's allowlist (lower-case name).
+    HeaderNotAllowed(String),
+    /// An `x-amz-*` query parameter the gateway does not forward.
+    QueryParameterNotAllowed(String),
     // 405 / 501
     MethodNotAllowed,
     NotImplemented(&'static str),
@@ -85,8 +93,11 @@ pub enum DenyReason {
     },
     // 507
     EntityTooLarge,
-    // 500 / 503: fail closed on anything unknown.
+    // 500 / 502 / 503: fail closed on anything unknown.
     InternalError(&'static str),
+    /// The upstream refused the gateway's own (admin) credentials, or its
+    /// error would reveal them: the tenant gets this instead of the reply.
+    UpstreamCredentialsRejected,
     ServiceUnavailable,
 }
 
@@ -112,6 +123,7 @@ impl DenyReason {
             | InvalidRequest(_)
             | InvalidBucketName
             | MalformedChunk(_)
+            | MalformedXml(_)
             | IncompleteBody => 400,
             SignatureDoesNotMatch(_)
             | ChunkSignatureDoesNotMatch
@@ -121,10 +133,11 @@ impl DenyReason {
             | RequestExpired
             | RequestNotYetValid
             | RequestTimeTooSkewed => 401,
-            AccessDenied(_) => 403,
+            AccessDenied(_) | HeaderNotAllowed(_) | QueryParameterNotAllowed(_) => 403,
             MethodNotAllowed => 405,
             SlowDown { .. } => 429,
             InternalError(_) => 500,
+            UpstreamCredentialsRejected => 502,
             NotImplemented(_) => 501,
             ServiceUnavailable => 503,
             EntityTooLarge => 507,
@@ -140,17 +153,18 @@ impl DenyReason {
             InvalidArgument(_) => "InvalidArgument",
             InvalidBucketName => "InvalidBucketName",
             IncompleteBody => "IncompleteBody",
+            MalformedXml(_) => "MalformedXML",
             SignatureDoesNotMatch(_) | ChunkSignatureDoesNotMatch => "SignatureDoesNotMatch",
             InvalidAccessKeyId | CredentialDisabled => "InvalidAccessKeyId",
             CredentialExpired => "ExpiredToken",
             RequestExpired | RequestNotYetValid => "AccessDenied",
             RequestTimeTooSkewed => "RequestTimeTooSkewed",
-            AccessDenied(_) => "AccessDenied",
+            AccessDenied(_) | HeaderNotAllowed(_) | QueryParameterNotAllowed(_) => "AccessDenied",
             MethodNotAllowed => "MethodNotAllowed",
             NotImplemented(_) => "NotImplemented",
             SlowDown { .. } => "SlowDown",
             EntityTooLarge => "EntityTooLarge",
-            InternalError(_) => "InternalError",
+            InternalError(_) | UpstreamCredentialsRejected => "InternalError",
             ServiceUnavailable => "ServiceUnavailable",
         }
     }
@@ -167,6 +181,9 @@ impl DenyReason {
             }
             InvalidBucketName => "The specified bucket is not valid.".into(),
             MalformedChunk(m) => format!("Malformed aws-chunked body: {m}").into(),
+            MalformedXml(m) => format!("The XML you provided was not well-formed or did not validate against our published schema: {m}").into(),
+            HeaderNotAllowed(h) => format!("Access Denied: the header {h} is not allowed through this gateway.").into(),
+            QueryParameterNotAllowed(q) => format!("Access Denied: the query parameter {q} is not allowed through this gateway.").into(),
             IncompleteBody => "You did not provide the number of bytes specified by the Content-Length HTTP header.".into(),
             SignatureDoesNotMatch(_) => "The request signature we calculated does not match the signature you provided. Check your key and signing method.".into(),
             ChunkSignatureDoesNotMatch => "The chunk signature we calculated does not match the signature you provided.".into(),
@@ -189,6 +206,8 @@ impl DenyReason {
             // Detail goes to logs through `audit_reason`, not to the client.
             InternalError(_) => "We encountered an internal error. Please try again.".into(),
             ServiceUnavailable => "Please reduce your request rate.".into(),
+            // Nothing of the upstream's reply (it may name the admin key).
+            UpstreamCredentialsRejected => "The gateway could not complete the request with its upstream. Please try again later.".into(),
         }
     }
 
@@ -204,6 +223,10 @@ impl DenyReason {
             InvalidBucketName => "invalid_bucket_name",
             MalformedChunk(_) => "malformed_chunk",
             IncompleteBody => "incomplete_body",
+            MalformedXml(_) => "malformed_xml",
+            HeaderNotAllowed(_) => "header_not_allowed",
+            QueryParameterNotAllowed(_) => "query_parameter_not_allowed",
+            UpstreamCredentialsRejected => "upstream_credentials_rejected",
             SignatureDoesNotMatch(_) => "signature_mismatch",
             ChunkSignatureDoesNotMatch => "chunk_signature_mismatch",
             InvalidAccessKeyId => "unknown_key",

@@ -7,6 +7,7 @@
 
 use std::ops::Deref;
 
+use crate::body;
 use crate::chunked::{ChunkLimits, ChunkResigner, ChunkSigner, StreamingMode};
 use crate::credential::{Credential, Scope};
 use crate::error::{AccessDeniedReason, DenyReason};
@@ -181,12 +182,35 @@ pub struct Forward {
     pub resigned: Resigned,
     /// For signed streaming uploads: feed the body through this.
     pub chunks: Option<ChunkResigner>,
+    /// The body names keys or buckets (DeleteObjects, RestoreObject): the
+    /// adapter must hold the whole body (at most
+    /// [`body::MAX_BODY_BYTES`]) and pass it to [`body::check`] with this
+    /// operation before a single byte is forwarded.
+    pub inspect_body: Option<Operation>,
 }
 
 #[derive(Debug)]
 pub struct Outcome {
     pub action: Action,
     pub audit: Audit,
+}
+
+impl Audit {
+    /// The row of a request refused after the head was allowed (its body
+    /// failed [`crate::body::check`], or the upstream's reply was replaced).
+    pub fn refused(&mut self, reason: &DenyReason) {
+        self.decision = Decision::Deny;
+        self.reason = reason.audit_reason();
+        self.always = true;
+    }
+}
+
+impl Outcome {
+    /// Turns an allowed outcome into a denial for `reason`.
+    pub fn refuse(&mut self, reason: DenyReason) {
+        self.audit.refused(&reason);
+        self.action = Action::Deny(reason);
+    }
 }
 
 /// Where the request's mutable state lives.
@@ -273,7 +297,11 @@ impl Gateway {
             }
             Some(scope) => scope,
         };
-        policy::check_headers(parts, s3)?;
+        policy::check_headers(parts, s3, verified.auth.location)?;
+        let inspect_body = body::must_inspect(s3.operation);
+        if inspect_body {
+            check_inspectable(parts, verified.auth.payload)?;
+        }
         let (index, backend) = self
             .backend(&scope.backend)
             .ok_or(DenyReason::InternalError("scope names an unknown backend"))?;
@@ -321,6 +349,7 @@ impl Gateway {
             backend: index,
             resigned,
             chunks,
+            inspect_body: inspect_body.then_some(s3.operation),
         })))
     }
 }
@@ -342,6 +371,27 @@ fn deny(
         },
         action: Action::Deny(reason),
     }
+}
+
+/// A body the gateway reads must be the plain bytes the upstream parses:
+/// not aws-chunked (its framing would have to be decoded first) and not
+/// content-encoded (an upstream that decodes it would see other keys).
+fn check_inspectable(parts: &RequestParts<'_>, payload: PayloadMode<'_>) -> Result<(), DenyReason> {
+    if !matches!(payload, PayloadMode::Sha256(_) | PayloadMode::Unsigned) {
+        return Err(DenyReason::InvalidRequest(
+            "this operation's body must not be aws-chunked".into(),
+        ));
+    }
+    let encoded = parts.header_all("content-encoding").any(|v| {
+        v.split(',')
+            .any(|e| !e.trim().is_empty() && !e.trim().eq_ignore_ascii_case("identity"))
+    });
+    if encoded {
+        return Err(DenyReason::InvalidRequest(
+            "this operation's body must not be content-encoded".into(),
+        ));
+    }
+    Ok(())
 }
 
 fn streaming_mode(p: PayloadMode<'_>) -> Option<StreamingMode> {

@@ -5,6 +5,7 @@
 //! for the path a request takes through these modules.
 #![forbid(unsafe_code)]
 
+pub mod body;
 pub mod chunked;
 pub mod contract;
 pub mod credential;
@@ -14,9 +15,11 @@ pub mod error;
 pub mod feed;
 pub mod gateway;
 pub mod http;
+pub mod keys;
 pub mod limits;
 pub mod policy;
 pub mod query;
+pub mod reply;
 pub mod request;
 pub mod resign;
 pub mod secret;

@@ -15,7 +15,10 @@ use crate::credential::Scope;
 use crate::date::{UnixSeconds, format_s3_xml};
 use crate::error::{AccessDeniedReason, DenyReason, push_element};
 use crate::http::RequestParts;
+use crate::keys::{self, KeyViolation};
+use crate::query;
 use crate::request::{Operation, S3Request};
+use crate::sigv4::{AuthLocation, param};
 
 const S3_XMLNS: &str = "http://s3.amazonaws.com/doc/2006-03-01/";
 
@@ -145,21 +148,21 @@ fn anonymous_allowed(op: Operation) -> bool {
     )
 }
 
+/// The object key or the copy source key lies under the reserved prefix,
+/// as any normalising hop would see it ([`crate::keys`]). DeleteObjects
+/// names its keys in the body: [`crate::body`] checks them.
+fn is_reserved(req: &S3Request<'_>) -> bool {
+    let reserved = |key: &str| keys::check(key.as_bytes()) == Err(KeyViolation::Reserved);
+    req.key.as_deref().is_some_and(reserved)
+        || req.copy_source.as_ref().is_some_and(|c| reserved(&c.key))
+}
+
 /// Authorises an unsigned request against an anonymous (read-only) binding:
 /// GetObject, HeadObject, ListObjects/V2, HeadBucket and GetBucketLocation
 /// on exactly the bound bucket. Another bucket (or no bucket) →
 /// `AccessDenied(Anonymous)`; a write (incl. unknown operations) on the
 /// bucket → `AccessDenied(AnonymousWrite)`; any other read →
 /// `AccessDenied(Anonymous)`.
-/// The object key or the copy source key lies under the reserved prefix.
-/// (DeleteObjects names its keys in the body, which the gateway does not
-/// read: the operator rewrites a deleted marker on its next reconcile.)
-fn is_reserved(req: &S3Request<'_>) -> bool {
-    let reserved = |key: &str| key.starts_with(crate::contract::RESERVED_KEY_PREFIX);
-    req.key.as_deref().is_some_and(reserved)
-        || req.copy_source.as_ref().is_some_and(|c| reserved(&c.key))
-}
-
 pub fn authorize_anonymous<'s>(
     binding: &'s Scope,
     req: &S3Request<'_>,
@@ -187,30 +190,142 @@ pub fn authorize_anonymous<'s>(
 /// `aws-exec-read`, `log-delivery-write`) exposes data.
 const PRIVATE_CANNED_ACLS: &[&str] = &["private", "bucket-owner-full-control", "bucket-owner-read"];
 
-/// Header checks the operation alone cannot make, for requests `authorize`
-/// allowed. Call it with the same request head:
-/// - `x-amz-acl` other than a private canned ACL, or any `x-amz-grant-*`
-///   header, is refused (`OperationNotAllowed`): it is PutObjectAcl by the
-///   back door (PutObject, CopyObject, CreateMultipartUpload accept them);
-/// - `x-amz-object-lock-*` headers are refused for the reason
-///   PutObjectRetention / PutObjectLegalHold are.
+/// `x-amz-*` request headers a tenant may send: what the AWS SDKs and CLIs
+/// send for the operations the gateway forwards (signing, checksums,
+/// metadata, storage class, tagging, SSE-S3 and SSE-C, copy conditions,
+/// GetObjectAttributes, requester pays). Plus `x-amz-meta-*`.
 ///
-/// Reads ignore these headers upstream, but they are refused on any
+/// Left out on purpose (refused, naming the header):
+/// `x-amz-bypass-governance-retention` and `x-amz-mfa` (they act with the
+/// admin's authority over object lock and MFA delete),
+/// `x-amz-object-lock-*` (retention the admin cannot lift),
+/// `x-amz-grant-*` (ACL grants), `x-amz-expected-bucket-owner` and
+/// `x-amz-source-expected-bucket-owner` (probe the admin account id),
+/// `x-amz-server-side-encryption-aws-kms-key-id` and `-context` (use any KMS
+/// key the admin may use), `x-amz-write-offset-bytes` (appends), and every
+/// header we do not know: a new S3 feature is refused until it is reviewed.
+const ALLOWED_AMZ_HEADERS: &[&str] = &[
+    "x-amz-acl",
+    "x-amz-checksum-algorithm",
+    "x-amz-checksum-crc32",
+    "x-amz-checksum-crc32c",
+    "x-amz-checksum-crc64nvme",
+    "x-amz-checksum-mode",
+    "x-amz-checksum-sha1",
+    "x-amz-checksum-sha256",
+    "x-amz-checksum-type",
+    "x-amz-content-sha256",
+    "x-amz-copy-source",
+    "x-amz-copy-source-if-match",
+    "x-amz-copy-source-if-modified-since",
+    "x-amz-copy-source-if-none-match",
+    "x-amz-copy-source-if-unmodified-since",
+    "x-amz-copy-source-range",
+    "x-amz-copy-source-server-side-encryption-customer-algorithm",
+    "x-amz-copy-source-server-side-encryption-customer-key",
+    "x-amz-copy-source-server-side-encryption-customer-key-md5",
+    "x-amz-date",
+    "x-amz-decoded-content-length",
+    "x-amz-max-parts",
+    "x-amz-metadata-directive",
+    "x-amz-mp-object-size",
+    "x-amz-object-attributes",
+    "x-amz-optional-object-attributes",
+    "x-amz-part-number-marker",
+    "x-amz-request-payer",
+    "x-amz-sdk-checksum-algorithm",
+    "x-amz-security-token",
+    "x-amz-server-side-encryption",
+    "x-amz-server-side-encryption-bucket-key-enabled",
+    "x-amz-server-side-encryption-customer-algorithm",
+    "x-amz-server-side-encryption-customer-key",
+    "x-amz-server-side-encryption-customer-key-md5",
+    "x-amz-storage-class",
+    "x-amz-tagging",
+    "x-amz-tagging-directive",
+    "x-amz-trailer",
+    "x-amz-user-agent",
+    "x-amz-website-redirect-location",
+];
+
+/// Header namespaces of other S3 implementations, which they honour like
+/// `x-amz-*` (MinIO's `x-minio-extract` unpacks a tar body into keys the
+/// gateway never saw, GCS's `x-goog-acl` grants, …). All refused.
+const VENDOR_PREFIXES: &[&str] = &[
+    "x-minio-", "x-goog-", "x-rgw-", "x-ceph-", "x-oss-", "x-emc-",
+];
+
+/// Whether one `x-amz-*` or vendor header (lower-case name) may pass.
+/// `None`: not a header this check governs.
+fn amz_header_allowed(name: &str, value: &str) -> Option<Result<(), DenyReason>> {
+    if VENDOR_PREFIXES.iter().any(|p| name.starts_with(p)) {
+        return Some(Err(DenyReason::HeaderNotAllowed(name.to_owned())));
+    }
+    if !name.starts_with("x-amz-") {
+        return None;
+    }
+    // ACL grants and object lock: PutObjectAcl / PutObjectRetention by the
+    // back door; refused as the operations are.
+    let widening = match name {
+        "x-amz-acl" => !PRIVATE_CANNED_ACLS
+            .iter()
+            .any(|a| a.eq_ignore_ascii_case(value.trim())),
+        _ => name.starts_with("x-amz-grant-") || name.starts_with("x-amz-object-lock-"),
+    };
+    if widening {
+        return Some(Err(DenyReason::AccessDenied(
+            AccessDeniedReason::OperationNotAllowed,
+        )));
+    }
+    if name.starts_with("x-amz-meta-") || ALLOWED_AMZ_HEADERS.contains(&name) {
+        return Some(Ok(()));
+    }
+    Some(Err(DenyReason::HeaderNotAllowed(name.to_owned())))
+}
+
+/// Header and query checks the operation alone cannot make, for requests
+/// `authorize` allowed. Call it with the same request head:
+/// - every `x-amz-*` header must be on [`ALLOWED_AMZ_HEADERS`] (or
+///   `x-amz-meta-*`), signed or not; other S3 implementations' namespaces
+///   ([`VENDOR_PREFIXES`]) are refused;
+/// - `x-amz-acl` other than a private canned ACL, any `x-amz-grant-*` and
+///   any `x-amz-object-lock-*` header is refused as `OperationNotAllowed`:
+///   PutObjectAcl / PutObjectRetention by the back door;
+/// - `x-amz-*` query parameters: AWS honours headers hoisted into a
+///   presigned URL's query, so in a presigned request they get the same
+///   checks as headers (the presign parameters themselves excepted); a
+///   header-signed request has no reason to carry any and they are refused.
+///
+/// Reads ignore most of these headers upstream, but they are refused on any
 /// operation so that no upstream can be tricked into honouring them.
-pub fn check_headers(parts: &RequestParts<'_>, _req: &S3Request<'_>) -> Result<(), DenyReason> {
+pub fn check_headers(
+    parts: &RequestParts<'_>,
+    _req: &S3Request<'_>,
+    location: AuthLocation,
+) -> Result<(), DenyReason> {
     for (name, value) in parts.headers {
         let n = name.to_ascii_lowercase();
-        let widening = if n == "x-amz-acl" {
-            !PRIVATE_CANNED_ACLS
-                .iter()
-                .any(|a| a.eq_ignore_ascii_case(value.trim()))
-        } else {
-            n.starts_with("x-amz-grant-") || n.starts_with("x-amz-object-lock-")
-        };
-        if widening {
-            return Err(DenyReason::AccessDenied(
-                AccessDeniedReason::OperationNotAllowed,
-            ));
+        if let Some(verdict) = amz_header_allowed(&n, value) {
+            verdict?;
+        }
+    }
+    for (k, v) in query::raw_pairs(parts.query()) {
+        let k = query::decode(k);
+        let lower = k.to_ascii_lowercase();
+        if !lower.starts_with("x-amz-") && !VENDOR_PREFIXES.iter().any(|p| lower.starts_with(p)) {
+            continue;
+        }
+        if location == AuthLocation::Query && param::ALL.contains(&k.as_ref()) {
+            continue;
+        }
+        if location == AuthLocation::Header {
+            return Err(DenyReason::QueryParameterNotAllowed(k.into_owned()));
+        }
+        match amz_header_allowed(&lower, &query::decode(v)) {
+            Some(Err(DenyReason::HeaderNotAllowed(_))) | None => {
+                return Err(DenyReason::QueryParameterNotAllowed(k.into_owned()));
+            }
+            Some(r) => r?,
         }
     }
     Ok(())

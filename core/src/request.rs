@@ -12,10 +12,11 @@
 //! longest matching suffix wins); otherwise path style, the bucket being the
 //! first raw path segment. The path is never normalised; the raw path after
 //! the bucket is kept byte-exact in [`S3Request::raw_object_path`] for the
-//! re-signer. Paths whose dot-segments (`..`, also percent-encoded or behind
-//! an encoded slash) would climb out of the bucket are refused, because a
-//! normalising hop (Envoy, the upstream) would otherwise move the request to
-//! another bucket after the scope check.
+//! re-signer. Keys (path and copy source) must pass [`crate::keys`]: no
+//! `.`/`..` segments (also percent-encoded, behind an encoded slash or a
+//! `\`), and not empty once slashes are merged, because a normalising hop
+//! or upstream would otherwise act on another object or bucket than the one
+//! authorised. The reserved prefix is the policy's to refuse.
 
 use std::borrow::Cow;
 
@@ -23,6 +24,7 @@ use percent_encoding::percent_decode_str;
 
 use crate::error::DenyReason;
 use crate::http::RequestParts;
+use crate::keys::{self, KeyViolation};
 use crate::query;
 
 macro_rules! operations {
@@ -326,10 +328,10 @@ pub fn parse<'a, S: AsRef<str>>(
     }
 
     let key = if raw_object_path.len() > 1 {
-        check_no_escape(raw_object_path)?;
         let decoded = percent_decode_str(&raw_object_path[1..])
             .decode_utf8()
             .map_err(|_| DenyReason::InvalidArgument("the object key is not valid UTF-8".into()))?;
+        check_key_shape(&decoded, "the object key")?;
         Some(decoded)
     } else {
         None
@@ -431,35 +433,14 @@ pub fn valid_bucket_name(name: &str) -> bool {
         && b.last().is_some_and(alnum)
 }
 
-/// Refuses a path (after the bucket) whose `..` segments climb above the
-/// bucket once decoded (so `%2e%2e` and `%2F` count), splitting on `/` and
-/// `\`: a normalising hop would move such a request to another bucket.
-fn check_no_escape(raw_object_path: &str) -> Result<(), DenyReason> {
-    let decoded = query::decode_bytes(raw_object_path);
-    if escapes(decoded.get(1..).unwrap_or_default()) {
-        return Err(DenyReason::InvalidArgument(
-            "the object key's dot-segments leave the bucket".into(),
-        ));
+/// Refuses keys with dot segments or made only of separators
+/// ([`keys::check`]); a reserved key is left to the policy (it answers 403
+/// after authentication).
+fn check_key_shape(key: &str, what: &'static str) -> Result<(), DenyReason> {
+    match keys::check(key.as_bytes()) {
+        Ok(()) | Err(KeyViolation::Reserved) => Ok(()),
+        Err(v) => Err(v.deny(what)),
     }
-    Ok(())
-}
-
-/// True when `..` segments of a key climb above its root.
-fn escapes(key: &[u8]) -> bool {
-    let mut depth: i64 = 0;
-    for seg in key.split(|b| *b == b'/' || *b == b'\\') {
-        match seg {
-            b"." => {}
-            b".." => {
-                depth -= 1;
-                if depth < 0 {
-                    return true;
-                }
-            }
-            _ => depth += 1,
-        }
-    }
-    false
 }
 
 /// The sub-resources present (exact names, sorted, deduplicated), or
@@ -681,11 +662,7 @@ pub fn parse_copy_source(value: &str) -> Result<CopySource<'_>, DenyReason> {
     if key.is_empty() {
         return Err(bad("x-amz-copy-source: missing key"));
     }
-    if escapes(key.as_bytes()) {
-        return Err(bad(
-            "x-amz-copy-source: the key's dot-segments leave the bucket",
-        ));
-    }
+    check_key_shape(&key, "x-amz-copy-source")?;
     Ok(CopySource {
         bucket,
         key,

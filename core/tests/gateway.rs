@@ -14,9 +14,10 @@ use bucketgate_core::gateway::{
     Action, Backend, Context, Decision, Gateway, NoUsage, Outcome, QuotaUsage,
 };
 use bucketgate_core::limits::{LimiterConfig, RateLimiter};
+use bucketgate_core::request::Operation;
 use bucketgate_core::resign::{AdminCredentials, UpstreamAddressing};
 use bucketgate_core::sigv4::{FixedKeyCache, Verifier};
-use bucketgate_core::{Credential, RequestParts, Scope, SecretKey};
+use bucketgate_core::{Credential, DenyReason, RequestParts, Scope, SecretKey};
 use signer::{aws_sign, borrowed};
 
 const NOW: u64 = 1_764_000_000;
@@ -331,4 +332,78 @@ fn anonymous_and_malformed_requests_are_refused() {
     let o = unsigned("/Bad_Bucket/x");
     assert_eq!(denied(&o).0, 400);
     assert_eq!(o.audit.decision, Decision::Deny);
+}
+
+#[test]
+fn key_naming_bodies_are_inspected_and_headers_allowlisted() {
+    let mut r = Run::new();
+    let sha = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+    // DeleteObjects and RestoreObject: forwarded only with the body check.
+    for (target, op) in [
+        ("/alpha?delete", Operation::DeleteObjects),
+        ("/alpha/k?restore", Operation::RestoreObject),
+    ] {
+        let o = r.send("POST", target, &[], sha, SECRET, &NoUsage);
+        let Action::Forward(f) = &o.action else {
+            panic!("{target}: {o:?}")
+        };
+        assert_eq!(f.inspect_body, Some(op), "{target}");
+    }
+    let o = r.send("PUT", "/alpha/k", &[], sha, SECRET, &NoUsage);
+    let Action::Forward(f) = &o.action else {
+        panic!("{o:?}")
+    };
+    assert_eq!(f.inspect_body, None);
+    // Their bodies must be plain bytes: not aws-chunked, not content-encoded.
+    let o = r.send(
+        "POST",
+        "/alpha?delete",
+        &[("x-amz-decoded-content-length", "10")],
+        "STREAMING-AWS4-HMAC-SHA256-PAYLOAD",
+        SECRET,
+        &NoUsage,
+    );
+    assert_eq!(denied(&o), (400, "invalid_request"));
+    let o = r.send(
+        "POST",
+        "/alpha?delete",
+        &[("content-encoding", "gzip")],
+        sha,
+        SECRET,
+        &NoUsage,
+    );
+    assert_eq!(denied(&o), (400, "invalid_request"));
+    // A signed header off the allowlist, and an x-amz-* query parameter.
+    let o = r.send(
+        "DELETE",
+        "/alpha/k",
+        &[("x-amz-bypass-governance-retention", "true")],
+        sha,
+        SECRET,
+        &NoUsage,
+    );
+    assert_eq!(denied(&o), (403, "header_not_allowed"));
+    let o = r.send(
+        "PUT",
+        "/alpha/k?x-amz-acl=public-read",
+        &[],
+        sha,
+        SECRET,
+        &NoUsage,
+    );
+    assert_eq!(denied(&o), (403, "query_parameter_not_allowed"));
+    // Escaping keys never reach authorisation; reserved ones are 403.
+    assert_eq!(
+        denied(&r.get("/alpha/x//../../beta/k")),
+        (400, "invalid_argument")
+    );
+    assert_eq!(
+        denied(&r.get("/alpha//.bucketgate/owner.json")),
+        (403, "reserved_key")
+    );
+    // A refusal after the head was allowed rewrites the outcome and its row.
+    let mut o = r.get("/alpha/ok");
+    o.refuse(DenyReason::MalformedXml("x"));
+    assert_eq!(denied(&o), (400, "malformed_xml"));
+    assert!(o.audit.always && o.audit.decision == Decision::Deny);
 }

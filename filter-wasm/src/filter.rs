@@ -14,6 +14,7 @@ use bucketgate_core::chunked::BufferedResigner;
 use bucketgate_core::error::RateLimit as Limit;
 use bucketgate_core::gateway::{Action, Audit, Context as GwContext, NoUsage, RateLimit};
 use bucketgate_core::limits::{BucketState, LimiterConfig, Rate};
+use bucketgate_core::request::Operation;
 use bucketgate_core::sigv4::FixedKeyCache;
 use bucketgate_core::{DenyReason, RequestParts};
 use proxy_wasm::hostcalls;
@@ -217,6 +218,9 @@ impl RootContext for Root {
             resource: String::new(),
             request_id: String::new(),
             denied: false,
+            inspect: None,
+            screening: None,
+            audit: None,
         }))
     }
 
@@ -234,6 +238,13 @@ struct Filter {
     resource: String,
     request_id: String,
     denied: bool,
+    /// DeleteObjects / RestoreObject: the body is held whole and checked
+    /// (`core::body`) before anything is forwarded.
+    inspect: Option<Operation>,
+    /// An upstream error reply being held to screen (`core::reply`): its status.
+    screening: Option<u16>,
+    /// The row written for this request, re-written if the reply is replaced.
+    audit: Option<Audit>,
 }
 
 impl Context for Filter {}
@@ -282,6 +293,31 @@ impl Filter {
         }
     }
 
+    /// The upstream refused our admin credentials or its error names them:
+    /// the tenant gets a generic 502, the operator a log line, a metric and
+    /// the audit row's reason.
+    fn replace_reply(&mut self, status: u16, body: &[u8]) -> WasmAction {
+        let reason = DenyReason::UpstreamCredentialsRejected;
+        let code = String::from_utf8_lossy(body)
+            .split_once("<Code>")
+            .and_then(|(_, r)| r.split_once("</Code>").map(|(c, _)| c.to_owned()))
+            .unwrap_or_default();
+        log::warn!(
+            "bucketgate: upstream error {status} {code} concerns the admin credentials; replaced (request {})",
+            self.request_id
+        );
+        self.refuse(&reason)
+    }
+
+    /// Denies after the head was allowed: the audit row says so too.
+    fn refuse(&mut self, reason: &DenyReason) -> WasmAction {
+        if let Some(mut a) = self.audit.take() {
+            a.refused(reason);
+            let _ = hostcalls::set_property(vec![AUDIT_PROPERTY], Some(a.to_json().as_bytes()));
+        }
+        self.deny(reason)
+    }
+
     fn request_headers(&mut self, now: Option<u64>) -> Result<WasmAction, DenyReason> {
         let Some(config) = self.config.clone() else {
             return Err(DenyReason::InternalError("filter not configured"));
@@ -326,6 +362,7 @@ impl Filter {
             },
         );
         self.audit(&outcome.audit, config.read_sample_rate);
+        self.audit = Some(outcome.audit.clone());
         match outcome.action {
             Action::Deny(reason) => Err(reason),
             Action::ListBuckets(xml) => {
@@ -359,6 +396,7 @@ impl Filter {
                 set(":authority", Some(&f.resigned.host))?;
                 set(CLUSTER_HEADER, Some(cluster))?;
                 self.body = f.chunks.map(BufferedResigner::new);
+                self.inspect = f.inspect_body;
                 Ok(WasmAction::Continue)
             }
         }
@@ -375,12 +413,23 @@ impl Filter {
 }
 
 impl HttpContext for Filter {
-    fn on_http_request_headers(&mut self, _n: usize, _end: bool) -> WasmAction {
+    fn on_http_request_headers(&mut self, _n: usize, end: bool) -> WasmAction {
         let start = now_ms();
-        let action = match self.request_headers(start) {
+        let mut action = match self.request_headers(start) {
             Ok(a) => a,
             Err(reason) => self.deny(&reason),
         };
+        if let (Some(op), false) = (self.inspect, self.denied) {
+            // Hold the head until the whole body is checked.
+            action = if end {
+                match bucketgate_core::body::check(op, b"") {
+                    Ok(()) => WasmAction::Continue,
+                    Err(reason) => self.refuse(&reason),
+                }
+            } else {
+                WasmAction::Pause
+            };
+        }
         if let (Some(a), Some(b)) = (start, now_ms()) {
             self.metrics.check_ms(b.saturating_sub(a));
         }
@@ -391,6 +440,13 @@ impl HttpContext for Filter {
         if self.denied {
             return WasmAction::Pause;
         }
+        if let Some(op) = self.inspect {
+            return match crate::guard::inspect_body(op, size, end) {
+                Ok(true) => WasmAction::Continue,
+                Ok(false) => WasmAction::Pause,
+                Err(reason) => self.refuse(&reason),
+            };
+        }
         match self.request_body(size, end) {
             Ok(()) => WasmAction::Continue,
             Err(reason) => {
@@ -398,6 +454,43 @@ impl HttpContext for Filter {
                 // holds an incomplete body and stores nothing.
                 log::warn!("bucketgate: body refused: {}", reason.audit_reason());
                 self.deny(&reason)
+            }
+        }
+    }
+
+    fn on_http_response_headers(&mut self, _n: usize, end: bool) -> WasmAction {
+        if self.denied || end {
+            return WasmAction::Continue;
+        }
+        match crate::guard::error_status() {
+            Some(status) => {
+                self.screening = Some(status);
+                WasmAction::Pause
+            }
+            None => WasmAction::Continue,
+        }
+    }
+
+    fn on_http_response_body(&mut self, size: usize, end: bool) -> WasmAction {
+        let Some(status) = self.screening else {
+            return WasmAction::Continue;
+        };
+        let admin: Vec<&str> = self.config.as_ref().map_or_else(Vec::new, |c| {
+            c.gateway
+                .backends
+                .iter()
+                .map(|b| b.credentials.access_key_id.as_str())
+                .collect()
+        });
+        match crate::guard::screen_body(status, size, end, &admin) {
+            crate::guard::Screen::Hold => WasmAction::Pause,
+            crate::guard::Screen::Pass => {
+                self.screening = None;
+                WasmAction::Continue
+            }
+            crate::guard::Screen::Replace(body) => {
+                self.screening = None;
+                self.replace_reply(status, &body)
             }
         }
     }

@@ -10,6 +10,8 @@ pub mod feed;
 
 #[cfg(target_arch = "wasm32")]
 mod filter;
+#[cfg(target_arch = "wasm32")]
+mod guard;
 
 #[cfg(target_arch = "wasm32")]
 proxy_wasm::main! {{

@@ -4,6 +4,7 @@
 
 use bucketgate_core::DenyReason;
 use bucketgate_core::gateway::{Action, Forward};
+use bucketgate_core::request::Operation;
 use envoy_types::ext_authz::v3::pb::{
     CheckRequest, CheckResponse, DeniedHttpResponse, HeaderAppendAction, HeaderValue,
     HeaderValueOption, HttpResponse, HttpStatus, OkHttpResponse,
@@ -20,6 +21,9 @@ pub const AUDIT_METADATA: &str = "audit";
 /// (`bucketgate_core::chunked::handoff`) for signed streaming uploads.
 pub const CHUNKS_METADATA: &str = "chunks";
 
+/// The header Envoy adds to the check when it buffered the body.
+const PARTIAL_BODY_HEADER: &str = "x-envoy-auth-partial-body";
+
 const GRPC_OK: i32 = 0;
 const GRPC_PERMISSION_DENIED: i32 = 7;
 
@@ -33,6 +37,12 @@ pub(crate) struct Head<'r> {
     pub headers: Vec<(&'r str, &'r str)>,
     pub source_ip: Option<&'r str>,
     pub request_id: &'r str,
+    /// The request body Envoy buffered for the check (the routes of
+    /// DeleteObjects and RestoreObject set `with_request_body`).
+    pub body: &'r [u8],
+    /// Whether Envoy said the body is whole (`x-envoy-auth-partial-body:
+    /// false`); `None` when it sent no body at all.
+    pub body_complete: Option<bool>,
 }
 
 impl<'r> Head<'r> {
@@ -80,7 +90,18 @@ impl<'r> Head<'r> {
             .iter()
             .find(|(k, _)| *k == "x-request-id")
             .map_or(http.id.as_str(), |(_, v)| v);
+        let body: &[u8] = if http.raw_body.is_empty() {
+            http.body.as_bytes()
+        } else {
+            &http.raw_body
+        };
+        let body_complete = headers
+            .iter()
+            .find(|(k, _)| *k == PARTIAL_BODY_HEADER)
+            .map(|(_, v)| v.trim().eq_ignore_ascii_case("false"));
         Ok(Self {
+            body,
+            body_complete,
             method: http.method.as_str(),
             target: http.path.as_str(),
             headers,
@@ -91,6 +112,29 @@ impl<'r> Head<'r> {
                 request_id
             },
         })
+    }
+
+    /// `core::body::check` on the buffered body, failing closed when Envoy
+    /// did not hand over the whole body (a route without
+    /// `with_request_body`, or a partial one) or its length differs from
+    /// the declared Content-Length.
+    pub fn check_body(&self, op: Operation) -> Result<(), DenyReason> {
+        if self.body_complete != Some(true) {
+            return Err(DenyReason::InternalError(
+                "the check did not receive the whole request body",
+            ));
+        }
+        let declared = self
+            .headers
+            .iter()
+            .find(|(k, _)| *k == "content-length")
+            .and_then(|(_, v)| v.trim().parse::<usize>().ok());
+        if declared.is_some_and(|n| n != self.body.len()) {
+            return Err(DenyReason::InternalError(
+                "the check's body differs from the declared length",
+            ));
+        }
+        bucketgate_core::body::check(op, self.body)
     }
 
     /// The raw path, for the `<Resource>` of S3 errors.
@@ -263,6 +307,50 @@ mod tests {
                 }),
                 ..AttributeContext::default()
             }),
+        }
+    }
+
+    #[test]
+    fn bodies_are_checked_only_when_envoy_handed_them_whole() {
+        let good = b"<Delete><Object><Key>a//b</Key></Object></Delete>".to_vec();
+        let bad = b"<Delete><Object><Key>x//../../other/k</Key></Object></Delete>".to_vec();
+        let with = |body: &[u8], partial: Option<&str>, len: usize| {
+            let mut headers: std::collections::HashMap<String, String> = [
+                (":method".to_owned(), "POST".to_owned()),
+                ("content-length".to_owned(), len.to_string()),
+            ]
+            .into_iter()
+            .collect();
+            if let Some(p) = partial {
+                headers.insert(PARTIAL_BODY_HEADER.into(), p.into());
+            }
+            check(HttpRequest {
+                method: "POST".into(),
+                path: "/b?delete".into(),
+                headers,
+                raw_body: body.to_vec(),
+                ..HttpRequest::default()
+            })
+        };
+        let op = Operation::DeleteObjects;
+        let req = with(&good, Some("false"), good.len());
+        assert_eq!(Head::from_check(&req).unwrap().check_body(op), Ok(()));
+        let req = with(&bad, Some("false"), bad.len());
+        assert!(matches!(
+            Head::from_check(&req).unwrap().check_body(op),
+            Err(DenyReason::InvalidArgument(_))
+        ));
+        // No body handed over, a partial one, or one of another length.
+        for req in [
+            with(&[], None, good.len()),
+            with(&good, None, good.len()),
+            with(&good, Some("true"), good.len()),
+            with(&good, Some("false"), good.len() + 1),
+        ] {
+            assert!(matches!(
+                Head::from_check(&req).unwrap().check_body(op),
+                Err(DenyReason::InternalError(_))
+            ));
         }
     }
 

@@ -150,7 +150,7 @@ impl Service {
         let gateway = self.gateway();
         let snapshot = inner.snapshot.load();
         let mut limiter = Locked(&inner.limiter);
-        let outcome = gateway.handle(
+        let mut outcome = gateway.handle(
             &parts,
             Context {
                 credentials: &*snapshot,
@@ -161,6 +161,12 @@ impl Service {
                 now_ms: inner.clock.now_ms(),
             },
         );
+        if let bucketgate_core::gateway::Action::Forward(f) = &outcome.action
+            && let Some(op) = f.inspect_body
+            && let Err(reason) = head.check_body(op)
+        {
+            outcome.refuse(reason);
+        }
         let audit = &outcome.audit;
         inner
             .metrics

@@ -4,6 +4,7 @@ use std::borrow::Cow;
 
 use super::*;
 use crate::request::{CopySource, parse};
+use crate::sigv4::AuthLocation;
 
 const SUFFIXES: &[&str] = &["s3.example.com"];
 
@@ -336,7 +337,13 @@ fn anonymous_binding() {
 #[test]
 fn headers_that_widen_access() {
     let r = req("PUT", "/uploads/k", None);
-    let check = |h: &[(&str, &str)]| check_headers(&RequestParts::new("PUT", "/uploads/k", h), &r);
+    let check = |h: &[(&str, &str)]| {
+        check_headers(
+            &RequestParts::new("PUT", "/uploads/k", h),
+            &r,
+            AuthLocation::Header,
+        )
+    };
     assert_eq!(check(&[]), Ok(()));
     for acl in [
         "private",
@@ -371,6 +378,123 @@ fn headers_that_widen_access() {
         check(&[("x-amz-acl", "private"), ("x-amz-acl", "public-read")]),
         deny
     );
+}
+
+#[test]
+fn amz_headers_are_allowlisted() {
+    let r = req("PUT", "/uploads/k", None);
+    let check = |h: &[(&str, &str)]| {
+        check_headers(
+            &RequestParts::new("PUT", "/uploads/k", h),
+            &r,
+            AuthLocation::Header,
+        )
+    };
+    // What boto3, the Rust SDK and awscli send for uploads, copies and reads.
+    let sdk: &[(&str, &str)] = &[
+        ("host", "s3.example.com"),
+        ("x-amz-date", "20240101T000000Z"),
+        (
+            "x-amz-content-sha256",
+            "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER",
+        ),
+        ("x-amz-decoded-content-length", "10"),
+        ("x-amz-trailer", "x-amz-checksum-crc32"),
+        ("x-amz-sdk-checksum-algorithm", "CRC32"),
+        ("x-amz-checksum-crc32", "AAAAAA=="),
+        ("x-amz-meta-owner", "me"),
+        ("X-Amz-Meta-Other", "x"),
+        ("x-amz-storage-class", "STANDARD"),
+        ("x-amz-tagging", "a=b"),
+        ("x-amz-server-side-encryption", "AES256"),
+        ("x-amz-copy-source-if-match", "\"e\""),
+        ("x-amz-checksum-mode", "ENABLED"),
+        ("x-amz-user-agent", "aws-sdk-js/3"),
+        ("amz-sdk-invocation-id", "x"),
+        ("content-md5", "x"),
+    ];
+    assert_eq!(check(sdk), Ok(()));
+    for name in [
+        "x-amz-bypass-governance-retention",
+        "x-amz-mfa",
+        "x-amz-expected-bucket-owner",
+        "x-amz-source-expected-bucket-owner",
+        "x-amz-server-side-encryption-aws-kms-key-id",
+        "x-amz-server-side-encryption-context",
+        "x-amz-write-offset-bytes",
+        "x-amz-foo",
+        "X-Amz-Bypass-Governance-Retention",
+        "x-minio-extract",
+        "x-goog-acl",
+        "x-rgw-object-type",
+    ] {
+        let lower = name.to_ascii_lowercase();
+        let r = check(&[(name, "true")]);
+        assert_eq!(
+            r,
+            Err(DenyReason::HeaderNotAllowed(lower.clone())),
+            "{name}"
+        );
+        let rendered = r.unwrap_err().render("PUT", "/uploads/k", "id");
+        assert_eq!((rendered.status, rendered.code), (403, "AccessDenied"));
+        assert!(rendered.body.contains(&lower), "{}", rendered.body);
+    }
+}
+
+#[test]
+fn amz_query_parameters() {
+    let r = req("PUT", "/uploads/k", None);
+    let check = |t: &'static str, loc| check_headers(&RequestParts::new("PUT", t, &[]), &r, loc);
+    // Header-signed: no x-amz-* parameter at all.
+    for t in [
+        "/uploads/k?x-amz-acl=private",
+        "/uploads/k?X-Amz-Bypass-Governance-Retention=true",
+        "/uploads/k?x%2Damz%2Dacl=public-read",
+        "/uploads/k?X-Amz-Security-Token=t",
+        "/uploads/k?x-minio-extract=true",
+    ] {
+        assert!(
+            matches!(
+                check(t, AuthLocation::Header),
+                Err(DenyReason::QueryParameterNotAllowed(_))
+            ),
+            "{t}"
+        );
+    }
+    assert_eq!(
+        check(
+            "/uploads/k?x-id=PutObject&versionId=1",
+            AuthLocation::Header
+        ),
+        Ok(())
+    );
+    // Presigned: the presign parameters, and hoisted headers the allowlist takes.
+    assert_eq!(
+        check(
+            "/uploads/k?X-Amz-Algorithm=a&X-Amz-Credential=c&X-Amz-Date=d&X-Amz-Expires=1&X-Amz-SignedHeaders=host&X-Amz-Signature=s&x-amz-meta-a=b&x-amz-acl=private",
+            AuthLocation::Query
+        ),
+        Ok(())
+    );
+    assert_eq!(
+        check(
+            "/uploads/k?X-Amz-Signature=s&x-amz-acl=public-read",
+            AuthLocation::Query
+        ),
+        Err(denied(AccessDeniedReason::OperationNotAllowed))
+    );
+    for t in [
+        "/uploads/k?X-Amz-Signature=s&x-amz-bypass-governance-retention=true",
+        "/uploads/k?X-Amz-Signature=s&x-amz-signature=s",
+    ] {
+        assert!(
+            matches!(
+                check(t, AuthLocation::Query),
+                Err(DenyReason::QueryParameterNotAllowed(_))
+            ),
+            "{t}"
+        );
+    }
 }
 
 /// A minimal structural XML check: declaration, balanced tags, no stray
@@ -487,9 +611,27 @@ fn reserved_keys_are_refused() {
             "{m} {t}"
         );
     }
-    // Only the exact prefix: look-alikes and listings stay allowed.
+    // Every form a normalising hop reads as the reserved prefix.
+    for (m, t, c) in [
+        ("GET", "/uploads/.bucketgate", None),
+        ("PUT", "/uploads//.bucketgate/owner.json", None),
+        ("PUT", "/uploads/.BucketGate/owner.json", None),
+        ("PUT", "/uploads/.bucketgate%5Cowner.json", None),
+        ("PUT", "/uploads/%2Ebucketgate/owner.json", None),
+        (
+            "PUT",
+            "/uploads/stolen",
+            Some("uploads//.bucketgate/owner.json"),
+        ),
+    ] {
+        assert_eq!(
+            authorize(&s, &req(m, t, c)),
+            Err(reserved.clone()),
+            "{m} {t}"
+        );
+    }
+    // Only the first segment: look-alikes and listings stay allowed.
     for (m, t) in [
-        ("GET", "/uploads/.bucketgate"),
         ("GET", "/uploads/x/.bucketgate/owner.json"),
         ("GET", "/uploads/.bucketgateway/k"),
         ("GET", "/uploads?list-type=2&prefix=.bucketgate/"),
