@@ -14,10 +14,13 @@ One listener on the gateway port, one cluster per backend, routing by the
 cluster name the filter (or the check) writes into x-bucketgate-cluster.
 Nothing alters what the tenant signed: no path normalisation, no slash
 merging, escaped slashes kept, no host rewrite (the filter or the check sets
-the Host it signed for). The admin interface
-listens on loopback only. With --tls-cert/--tls-key the listener terminates
-TLS with the given certificate (tests use a self-signed one); adding
---tls-port keeps plain HTTP on --port and serves TLS on --tls-port too.
+the Host it signed for). The client address (limits per source IP) is the
+connection's peer, or the address the --xff-trusted-hops proxies in front of
+Envoy wrote into X-Forwarded-For; never what the client itself writes there.
+The admin interface listens on loopback only. With --tls-cert/--tls-key the
+listener terminates TLS with the given certificate (tests use a self-signed
+one); adding --tls-port keeps plain HTTP on --port and serves TLS on
+--tls-port too.
 
     envoy/gateway.py --wasm F --plugin-config F --backend NAME=HOST:PORT ... \
         [--feed-cluster NAME=HOST:PORT] > envoy.json
@@ -32,6 +35,8 @@ import sys
 
 EXT_AUTHZ_NS = "envoy.filters.http.ext_authz"
 AUTHZ_CLUSTER = "bucketgate_authz"
+# ext-authz mode: the client address as Envoy resolved it (see source_ip_header).
+SOURCE_IP_HEADER = "x-bucketgate-source-ip"
 
 
 def wasm_filter(args, plugin_config):
@@ -82,12 +87,96 @@ def ext_authz_filter(args):
     }
 
 
+# The two S3 operations the check cannot decide from the head alone: the
+# keys of DeleteObjects (`POST /<bucket>?delete`) are in its XML body, and
+# the body of RestoreObject (`POST /<bucket>/<key>?restore`) may name an
+# output bucket (SELECT restores write to OutputLocation). (method,
+# sub-resource).
+BODY_CHECKED = [("POST", "delete"), ("POST", "restore")]
+
+
+def body_checked_routes(args, forward):
+    """ext-authz mode: routes that hand the request body to the check, only
+    for BODY_CHECKED requests; every other request (uploads of GiBs) goes by
+    the catch-all route and is never buffered (the filter itself has no
+    with_request_body). They are matched before the check (the per-route
+    setting is read then) and again after it (clear_route_cache), so they
+    forward exactly like the catch-all route. The match is exact and on the
+    raw query: `?Delete`, `?%64elete` or a lower-case method miss it and
+    reach the check without a body, so the check must refuse a
+    DeleteObjects or RestoreObject that comes without one.
+    """
+    with_body = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute",
+        "check_settings": {
+            # The body arrives in attributes.request.http.body (a string):
+            # Envoy 1.40 reads pack_as_bytes (raw_body) from the filter's
+            # own with_request_body only, which would buffer every request,
+            # and ignores it here, so it is not set (a later Envoy honouring
+            # it would move the body to raw_body under the service's feet).
+            "with_request_body": {
+                # Larger bodies (Content-Length or chunked) are refused with
+                # 413 before the check; DeleteObjects' 1000 keys of ≤1 KiB
+                # fit well under the 2 MiB default.
+                "max_request_bytes": args.authz_max_body,
+                "allow_partial_message": False,
+            }
+        },
+    }
+    return [
+        {
+            "name": f"{method.lower()}-{sub}-with-body",
+            "match": {
+                "prefix": "/",
+                "headers": [{"name": ":method", "string_match": {"exact": method}}],
+                # Present with or without a value (`?delete`, `?delete=`).
+                "query_parameters": [{"name": sub, "present_match": True}],
+            },
+            **forward,
+            "typed_per_filter_config": {EXT_AUTHZ_NS: with_body},
+        }
+        for method, sub in BODY_CHECKED
+    ]
+
+
+def source_ip_header():
+    """ext-authz mode: writes the client address Envoy resolved (peer, or
+    the --xff-trusted-hops entry of X-Forwarded-For) into SOURCE_IP_HEADER,
+    replacing any value the client sent, before the check. The check's
+    attributes.source is always the connection's peer (Envoy 1.40 fills it
+    from the connection, not from the trusted X-Forwarded-For entry), so
+    behind a proxy it would name the proxy. The routes remove the header
+    before forwarding."""
+    return {
+        "name": "envoy.filters.http.header_mutation",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
+            "mutations": {
+                "request_mutations": [
+                    {
+                        "append": {
+                            "header": {"key": SOURCE_IP_HEADER, "value": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"},
+                            "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+                        }
+                    }
+                ]
+            },
+        },
+    }
+
+
 SIGNED_CHUNKS = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD"  # and its -TRAILER variant
 
 
-def only_for_signed_chunks(http_filter):
-    """Wraps a filter so that it runs only for requests declaring a signed
-    aws-chunked body (x-amz-content-sha256 starting with SIGNED_CHUNKS)."""
+def only_for_signed_chunks_or_errors(http_filter):
+    """Wraps a filter so that it is skipped unless the request declares a
+    signed aws-chunked body (x-amz-content-sha256 starting with
+    SIGNED_CHUNKS) or the upstream answers an error (status 400 and up):
+    the body-only module re-signs the one and screens the other for details
+    of the admin credentials. The matcher needs the response status, so
+    Envoy calls the filter's request callbacks for every request and skips
+    the response callbacks once a 1xx-3xx status arrives. The check's own
+    denials never reach it (the request stops at ext_authz)."""
     not_signed_chunks = {
         "not_matcher": {
             "single_predicate": {
@@ -102,6 +191,18 @@ def only_for_signed_chunks(http_filter):
             }
         }
     }
+    not_an_error = {
+        "single_predicate": {
+            "input": {
+                "name": "status",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.type.matcher.v3.HttpResponseHeaderMatchInput",
+                    "header_name": ":status",
+                },
+            },
+            "value_match": {"safe_regex": {"google_re2": {}, "regex": "^[123][0-9][0-9]$"}},
+        }
+    }
     return {
         "name": http_filter["name"],
         "typed_config": {
@@ -111,7 +212,7 @@ def only_for_signed_chunks(http_filter):
                 "matcher_list": {
                     "matchers": [
                         {
-                            "predicate": not_signed_chunks,
+                            "predicate": {"and_matcher": {"predicate": [not_signed_chunks, not_an_error]}},
                             "on_match": {
                                 "action": {
                                     "name": "skip",
@@ -160,21 +261,51 @@ def render(args):
             args, "%FILTER_STATE(wasm.bucketgate_audit:PLAIN)%", "'wasm.bucketgate_audit' in filter_state"
         )
     else:
-        filters = [ext_authz_filter(args)]
+        filters = [source_ip_header(), ext_authz_filter(args)]
         if args.wasm:
-            # Body-only re-signer for signed aws-chunked uploads, skipped
-            # (no VM call at all) for every other request.
-            filters.append(only_for_signed_chunks(wasm_filter(args, json.dumps({"mode": "body-resigner"}))))
+            # The same module in body-only mode: re-signs signed aws-chunked
+            # uploads and screens upstream error replies for details of the
+            # admin credentials; skipped for everything else.
+            filters.append(only_for_signed_chunks_or_errors(wasm_filter(args, json.dumps({"mode": "body-resigner"}))))
         access_log = audit_log(
             args,
             f"%DYNAMIC_METADATA({EXT_AUTHZ_NS}:audit)%",
             f"'{EXT_AUTHZ_NS}' in metadata.filter_metadata"
             f" && 'audit' in metadata.filter_metadata['{EXT_AUTHZ_NS}']",
         )
+    # Every route forwards the same way: to the cluster the filter (or the
+    # check) named, without the tenant's copy of that header.
+    forward = {
+        "route": {
+            "cluster_header": "x-bucketgate-cluster",
+            "timeout": "0s",
+            "idle_timeout": "300s",
+        },
+        "request_headers_to_remove": ["x-bucketgate-cluster"],
+    }
+    if args.mode == "ext-authz":
+        forward["request_headers_to_remove"].append(SOURCE_IP_HEADER)
+    routes = [{"name": "all", "match": {"prefix": "/"}, **forward}]
+    if args.mode == "ext-authz":
+        # wasm mode needs none: the filter buffers those bodies itself.
+        routes = body_checked_routes(args, forward) + routes
     hcm = {
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "bucketgate",
         "codec_type": "AUTO",
+        # The client address (the filter's source.address, the check's
+        # SOURCE_IP_HEADER, %DOWNSTREAM_REMOTE_ADDRESS%) is the connection's
+        # peer, or with N trusted hops the Nth entry from the right of
+        # X-Forwarded-For as it arrived; an X-Forwarded-For the client writes
+        # itself never counts (0 hops by default). X-Forwarded-For is left
+        # as it came (skip_xff_append): appending the peer would alter a
+        # header the tenant may have signed (botocore signs one set before
+        # signing: 401 SignatureDoesNotMatch); the hop count is applied to
+        # it as received either way. Envoy adds x-envoy-external-address
+        # (never re-signed: x-envoy-* is not).
+        "use_remote_address": True,
+        "xff_num_trusted_hops": args.xff_trusted_hops,
+        "skip_xff_append": True,
         "normalize_path": False,
         "merge_slashes": False,
         "path_with_escaped_slashes_action": "KEEP_UNCHANGED",
@@ -186,17 +317,7 @@ def render(args):
                 {
                     "name": "s3",
                     "domains": ["*"],
-                    "routes": [
-                        {
-                            "match": {"prefix": "/"},
-                            "route": {
-                                "cluster_header": "x-bucketgate-cluster",
-                                "timeout": "0s",
-                                "idle_timeout": "300s",
-                            },
-                            "request_headers_to_remove": ["x-bucketgate-cluster"],
-                        }
-                    ],
+                    "routes": routes,
                 }
             ],
         },
@@ -288,6 +409,12 @@ def main():
     p.add_argument("--plugin-config", help="JSON file with the filter configuration (wasm mode)")
     p.add_argument("--authz", help="HOST:PORT of the bucketgate-authz ext_authz gRPC service (ext-authz mode)")
     p.add_argument("--authz-timeout", default="0.5s", help="ext_authz gRPC timeout (ext-authz mode)")
+    p.add_argument("--authz-max-body", type=int, default=2 * 1024 * 1024,
+                   help="largest DeleteObjects/RestoreObject body handed to the check, bytes (ext-authz mode; "
+                        "larger: 413)")
+    p.add_argument("--xff-trusted-hops", type=int, default=0,
+                   help="proxies in front of Envoy whose X-Forwarded-For entries are trusted for the client "
+                        "address (default 0: the connection's peer)")
     p.add_argument("--backend", action="append", default=[], help="CLUSTER=HOST:PORT (repeatable)")
     p.add_argument("--feed-cluster", action="append", default=[],
                    help="CLUSTER=HOST:PORT of the bucketgate-authz feed (repeatable)")
@@ -305,6 +432,10 @@ def main():
         p.error("--mode ext-authz needs --authz")
     if bool(args.tls_cert) != bool(args.tls_key):
         p.error("--tls-cert and --tls-key go together")
+    if args.xff_trusted_hops < 0:
+        p.error("--xff-trusted-hops must be >= 0")
+    if args.authz_max_body <= 0:
+        p.error("--authz-max-body must be > 0")
     if args.tls_port and not args.tls_cert:
         p.error("--tls-port needs --tls-cert and --tls-key")
     json.dump(render(args), sys.stdout, indent=1)

@@ -261,6 +261,21 @@ impl DenyReason {
         }
     }
 
+    /// The request did not prove who sent it: no signature (and no
+    /// anonymous binding), a malformed or unsupported one, an unknown,
+    /// disabled or expired key, a wrong signature, a stale date. These are
+    /// charged to the source address's authentication-failure budget.
+    pub fn is_authentication_failure(&self) -> bool {
+        use DenyReason::*;
+        matches!(
+            self,
+            AuthorizationHeaderMalformed(_)
+                | AuthorizationQueryParametersError(_)
+                | UnsupportedAuthorization
+                | AccessDenied(AccessDeniedReason::Anonymous)
+        ) || self.status() == 401
+    }
+
     pub fn retry_after(&self) -> Option<u32> {
         match self {
             DenyReason::SlowDown {

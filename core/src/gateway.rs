@@ -68,9 +68,23 @@ pub trait RateLimit {
         source_ip: Option<(&str, u32)>,
         now_ms: u64,
     ) -> Result<(), DenyReason>;
+
+    /// The authentication-failure budget of a source address
+    /// ([`RateLimiter::auth_failures`]).
+    fn auth_failures(&mut self, source_ip: &str, take: bool, now_ms: u64)
+    -> Result<(), DenyReason>;
 }
 
 impl RateLimit for RateLimiter {
+    fn auth_failures(
+        &mut self,
+        source_ip: &str,
+        take: bool,
+        now_ms: u64,
+    ) -> Result<(), DenyReason> {
+        RateLimiter::auth_failures(self, source_ip, take, now_ms)
+    }
+
     fn check(
         &mut self,
         key: Option<&str>,
@@ -270,19 +284,34 @@ impl Gateway {
         akid: &mut Option<String>,
     ) -> Result<Action, DenyReason> {
         let now = (cx.now_ms / 1000) as i64;
-        let Some(auth) = parse_auth(parts)? else {
+        // A source that spent its authentication-failure budget is refused
+        // before any signature work.
+        if let Some(ip) = cx.source_ip {
+            cx.limiter.auth_failures(ip, false, cx.now_ms)?;
+        }
+        let authenticated = parse_auth(parts).and_then(|auth| {
             // Anonymous bindings are not served yet: no credentials, no access.
-            return Err(DenyReason::AccessDenied(AccessDeniedReason::Anonymous));
+            let auth = auth.ok_or(DenyReason::AccessDenied(AccessDeniedReason::Anonymous))?;
+            *akid = Some(auth.access_key_id().to_owned());
+            let cred = cx
+                .credentials
+                .credential(auth.access_key_id())
+                .ok_or(DenyReason::InvalidAccessKeyId)?;
+            cred.check_usable(now)?;
+            let verified = self
+                .verifier
+                .verify(parts, auth, &cred.secret, cx.cache, now)?;
+            Ok((cred, verified))
+        });
+        let (cred, verified) = match authenticated {
+            Ok(v) => v,
+            Err(e) => {
+                if let Some(ip) = cx.source_ip.filter(|_| e.is_authentication_failure()) {
+                    cx.limiter.auth_failures(ip, true, cx.now_ms)?;
+                }
+                return Err(e);
+            }
         };
-        *akid = Some(auth.access_key_id().to_owned());
-        let cred = cx
-            .credentials
-            .credential(auth.access_key_id())
-            .ok_or(DenyReason::InvalidAccessKeyId)?;
-        cred.check_usable(now)?;
-        let verified = self
-            .verifier
-            .verify(parts, auth, &cred.secret, cx.cache, now)?;
         cx.limiter
             .check(Some(&cred.access_key_id), cred.rps, None, cx.now_ms)?;
 

@@ -71,3 +71,35 @@ mod tests {
         assert_eq!(RequestParts::new("GET", "/", &h2).host(), Some("h"));
     }
 }
+
+/// The address part of a socket address as Envoy renders it: `1.2.3.4:5`
+/// → `1.2.3.4`, `[::1]:5` → `::1`, anything else unchanged. Limits per
+/// source address must not be per connection.
+pub fn address_without_port(addr: &str) -> &str {
+    let addr = addr.trim();
+    if let Some(rest) = addr.strip_prefix('[') {
+        return rest.split_once(']').map_or(addr, |(ip, _)| ip);
+    }
+    match addr.rsplit_once(':') {
+        // One colon: IPv4 (or a name) with a port; more: a bare IPv6.
+        Some((ip, port)) if !ip.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => ip,
+        _ => addr,
+    }
+}
+
+#[cfg(test)]
+mod address_tests {
+    #[test]
+    fn ports_are_dropped() {
+        for (a, want) in [
+            ("127.0.0.1:4567", "127.0.0.1"),
+            ("6.6.6.6:0", "6.6.6.6"),
+            ("[::1]:80", "::1"),
+            ("::1", "::1"),
+            ("2001:db8::1", "2001:db8::1"),
+            ("10.0.0.1", "10.0.0.1"),
+        ] {
+            assert_eq!(super::address_without_port(a), want, "{a}");
+        }
+    }
+}

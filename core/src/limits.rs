@@ -295,6 +295,32 @@ pub struct LimiterConfig {
     pub max_keys: usize,
     /// At most this many source IPs are tracked (at least 1).
     pub max_source_ips: usize,
+    /// Authentication failures a source address may cause per second
+    /// (`s3_proxy.auth_failure_rps`); 0 = unlimited. Once its budget is
+    /// spent, every request from it is answered 429 until it refills.
+    pub auth_failure_rps: u32,
+    /// 0 = `auth_failure_rps`.
+    pub auth_failure_burst: u32,
+}
+
+/// The default budget of authentication failures per source address: a
+/// misconfigured client retrying is not locked out, a key-guessing flood is.
+pub const DEFAULT_AUTH_FAILURE_RPS: u32 = 10;
+pub const DEFAULT_AUTH_FAILURE_BURST: u32 = 50;
+
+/// Slots the shared-data limiter spreads source addresses over: a bounded
+/// number of keys whatever the number of addresses (two addresses in one
+/// slot share a budget).
+pub const AUTH_FAILURE_SLOTS: u32 = 4096;
+
+/// The slot of a source address (FNV-1a).
+pub fn auth_failure_slot(source_ip: &str) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in source_ip.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h % AUTH_FAILURE_SLOTS
 }
 
 impl Default for LimiterConfig {
@@ -307,6 +333,8 @@ impl Default for LimiterConfig {
             default_source_ip_rps: 0,
             max_keys: 10_000,
             max_source_ips: 10_000,
+            auth_failure_rps: DEFAULT_AUTH_FAILURE_RPS,
+            auth_failure_burst: DEFAULT_AUTH_FAILURE_BURST,
         }
     }
 }
@@ -567,6 +595,36 @@ impl RateLimiter {
         }
         self.keys.sweep_front(now_ms, SWEEP_PER_CALL);
         self.ips.sweep_front(now_ms, SWEEP_PER_CALL);
+        Ok(())
+    }
+
+    /// The authentication-failure budget of one source address: with `take`
+    /// a failure is charged to it; without, it is only checked (a source
+    /// whose budget is spent is refused before any signature work). Kept in
+    /// the source-IP table under `auth-failure|<ip>`.
+    pub fn auth_failures(
+        &mut self,
+        source_ip: &str,
+        take: bool,
+        now_ms: u64,
+    ) -> Result<(), DenyReason> {
+        let rate = Rate::new(self.config.auth_failure_rps, self.config.auth_failure_burst);
+        if rate.is_unlimited() {
+            return Ok(());
+        }
+        let key = format!("auth-failure|{source_ip}");
+        let (state, verdict) = rate.check(self.ips.state(&key), now_ms);
+        if let Err(retry_after_secs) = verdict {
+            self.ips.touch(&key);
+            return Err(DenyReason::SlowDown {
+                limit: RateLimit::PerSourceIp,
+                retry_after_secs,
+            });
+        }
+        if take {
+            self.ips.store(&key, state.consume(), rate);
+            self.ips.sweep_front(now_ms, SWEEP_PER_CALL);
+        }
         Ok(())
     }
 

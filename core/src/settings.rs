@@ -57,6 +57,20 @@ struct RawLimits {
     global_rps: u32,
     #[serde(default)]
     per_key_rps: u32,
+    /// Authentication failures per second one source address may cause
+    /// before it is refused (429) for a while; 0 = unlimited.
+    #[serde(default = "default_auth_failure_rps")]
+    auth_failure_rps: u32,
+    #[serde(default = "default_auth_failure_burst")]
+    auth_failure_burst: u32,
+}
+
+fn default_auth_failure_rps() -> u32 {
+    crate::limits::DEFAULT_AUTH_FAILURE_RPS
+}
+
+fn default_auth_failure_burst() -> u32 {
+    crate::limits::DEFAULT_AUTH_FAILURE_BURST
 }
 
 #[derive(Deserialize, Debug)]
@@ -217,6 +231,8 @@ impl<E> Settings<E> {
             limits: LimiterConfig {
                 global_rps: self.s3_proxy.global_rps,
                 per_key_rps: self.s3_proxy.per_key_rps,
+                auth_failure_rps: self.s3_proxy.auth_failure_rps,
+                auth_failure_burst: self.s3_proxy.auth_failure_burst,
                 ..LimiterConfig::default()
             },
             read_sample_rate: self.audit.read_sample_rate,

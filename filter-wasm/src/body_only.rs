@@ -100,6 +100,7 @@ mod http {
         resource: String,
         request_id: String,
         denied: bool,
+        screening: Option<crate::guard::ReplyGuard>,
     }
 
     impl Context for BodyOnly {}
@@ -205,6 +206,44 @@ mod http {
                     );
                     self.deny(&reason)
                 }
+            }
+        }
+
+        fn on_http_response_headers(&mut self, _n: usize, end: bool) -> Action {
+            if !self.denied {
+                // (The request head is not readable in the response phase:
+                // the replacement's <Resource> stays empty.)
+                self.screening = crate::guard::ReplyGuard::start(end);
+            }
+            Action::Continue
+        }
+
+        fn on_http_response_body(&mut self, size: usize, end: bool) -> Action {
+            let Some(guard) = self.screening.as_mut() else {
+                return Action::Continue;
+            };
+            // No admin key id here (this mode holds no configuration): the
+            // codes and elements that carry the admin's details suffice.
+            let (method, resource, id) = (&self.method, &self.resource, &self.request_id);
+            let (release, replaced) = guard.body(size, end, &[], |reason| {
+                reason.render(method, resource, id).body
+            });
+            let passed = release && replaced.is_none() && !guard.is_replaced();
+            if let Some(r) = replaced {
+                log::warn!(
+                    "bucketgate body-resigner: upstream error {} {} concerns the admin credentials; its body was replaced",
+                    r.status,
+                    r.code
+                );
+                crate::guard::count_replaced();
+            }
+            if passed {
+                self.screening = None;
+            }
+            if release {
+                Action::Continue
+            } else {
+                Action::Pause
             }
         }
     }

@@ -241,8 +241,8 @@ struct Filter {
     /// DeleteObjects / RestoreObject: the body is held whole and checked
     /// (`core::body`) before anything is forwarded.
     inspect: Option<Operation>,
-    /// An upstream error reply being held to screen (`core::reply`): its status.
-    screening: Option<u16>,
+    /// An upstream error reply being screened (`core::reply`).
+    screening: Option<crate::guard::ReplyGuard>,
     /// The row written for this request, re-written if the reply is replaced.
     audit: Option<Audit>,
 }
@@ -293,20 +293,22 @@ impl Filter {
         }
     }
 
-    /// The upstream refused our admin credentials or its error names them:
-    /// the tenant gets a generic 502, the operator a log line, a metric and
-    /// the audit row's reason.
-    fn replace_reply(&mut self, status: u16, body: &[u8]) -> WasmAction {
+    /// The upstream refused our admin credentials or its error names them
+    /// (`guard::ReplyGuard` replaced the body): the operator gets a log
+    /// line, a metric and the audit row's reason.
+    fn replaced_reply(&mut self, r: &crate::guard::Replaced) {
         let reason = DenyReason::UpstreamCredentialsRejected;
-        let code = String::from_utf8_lossy(body)
-            .split_once("<Code>")
-            .and_then(|(_, r)| r.split_once("</Code>").map(|(c, _)| c.to_owned()))
-            .unwrap_or_default();
         log::warn!(
-            "bucketgate: upstream error {status} {code} concerns the admin credentials; replaced (request {})",
+            "bucketgate: upstream error {} {} concerns the admin credentials; its body was replaced (request {})",
+            r.status,
+            r.code,
             self.request_id
         );
-        self.refuse(&reason)
+        self.metrics.denied(reason.audit_reason());
+        if let Some(mut a) = self.audit.take() {
+            a.refused(&reason);
+            let _ = hostcalls::set_property(vec![AUDIT_PROPERTY], Some(a.to_json().as_bytes()));
+        }
     }
 
     /// Denies after the head was allowed: the audit row says so too.
@@ -336,17 +338,16 @@ impl Filter {
             .collect();
         let parts = RequestParts::new(&self.method, &target, &borrowed);
         let now = now.ok_or(DenyReason::InternalError("no clock"))?;
-        // Only anonymous requests can be limited per source IP; one with an
-        // Authorization header is never anonymous (`parse_auth` returns the
-        // header's credentials or an error), so it skips the property lookup.
-        let source = if parts.header("authorization").is_some() {
-            None
-        } else {
-            hostcalls::get_property(vec!["source", "address"])
-                .ok()
-                .flatten()
-                .and_then(|b| String::from_utf8(b).ok())
-        };
+        // The client address as Envoy resolved it (the connection's peer, or
+        // the configured number of trusted X-Forwarded-For hops), without
+        // the port: authentication failures are limited per address.
+        let source = hostcalls::get_property(vec!["source", "address"])
+            .ok()
+            .flatten()
+            .and_then(|b| String::from_utf8(b).ok());
+        let source = source
+            .as_deref()
+            .map(bucketgate_core::http::address_without_port);
         let mut limiter = SharedLimiter {
             cfg: &config.limits,
         };
@@ -357,7 +358,7 @@ impl Filter {
                 limiter: &mut limiter,
                 usage: &NoUsage,
                 cache: self.cache.as_ref(),
-                source_ip: source.as_deref(),
+                source_ip: source,
                 now_ms: now,
             },
         );
@@ -419,16 +420,14 @@ impl HttpContext for Filter {
             Ok(a) => a,
             Err(reason) => self.deny(&reason),
         };
-        if let (Some(op), false) = (self.inspect, self.denied) {
-            // Hold the head until the whole body is checked.
-            action = if end {
-                match bucketgate_core::body::check(op, b"") {
-                    Ok(()) => WasmAction::Continue,
-                    Err(reason) => self.refuse(&reason),
-                }
-            } else {
-                WasmAction::Pause
-            };
+        if let (Some(op), false, true) = (self.inspect, self.denied, end) {
+            // No body at all: check the empty one now. Otherwise the head
+            // goes on (the wasm host cannot pause the head and still see
+            // the body) and the body is held until checked: the upstream
+            // never gets a byte of a refused body, so it cannot act on it.
+            if let Err(reason) = bucketgate_core::body::check(op, b"") {
+                action = self.refuse(&reason);
+            }
         }
         if let (Some(a), Some(b)) = (start, now_ms()) {
             self.metrics.check_ms(b.saturating_sub(a));
@@ -459,20 +458,14 @@ impl HttpContext for Filter {
     }
 
     fn on_http_response_headers(&mut self, _n: usize, end: bool) -> WasmAction {
-        if self.denied || end {
-            return WasmAction::Continue;
+        if !self.denied {
+            self.screening = crate::guard::ReplyGuard::start(end);
         }
-        match crate::guard::error_status() {
-            Some(status) => {
-                self.screening = Some(status);
-                WasmAction::Pause
-            }
-            None => WasmAction::Continue,
-        }
+        WasmAction::Continue
     }
 
     fn on_http_response_body(&mut self, size: usize, end: bool) -> WasmAction {
-        let Some(status) = self.screening else {
+        let Some(guard) = self.screening.as_mut() else {
             return WasmAction::Continue;
         };
         let admin: Vec<&str> = self.config.as_ref().map_or_else(Vec::new, |c| {
@@ -482,16 +475,22 @@ impl HttpContext for Filter {
                 .map(|b| b.credentials.access_key_id.as_str())
                 .collect()
         });
-        match crate::guard::screen_body(status, size, end, &admin) {
-            crate::guard::Screen::Hold => WasmAction::Pause,
-            crate::guard::Screen::Pass => {
-                self.screening = None;
-                WasmAction::Continue
-            }
-            crate::guard::Screen::Replace(body) => {
-                self.screening = None;
-                self.replace_reply(status, &body)
-            }
+        let (method, resource, id) = (&self.method, &self.resource, &self.request_id);
+        let (release, replaced) = guard.body(size, end, &admin, |reason| {
+            reason.render(method, resource, id).body
+        });
+        let passed = release && replaced.is_none() && !guard.is_replaced();
+        if let Some(r) = replaced {
+            self.replaced_reply(&r);
+        }
+        if passed {
+            // Screened and let through: the rest streams unread.
+            self.screening = None;
+        }
+        if release {
+            WasmAction::Continue
+        } else {
+            WasmAction::Pause
         }
     }
 }
@@ -511,6 +510,51 @@ impl SharedLimiter<'_> {
 }
 
 impl RateLimit for SharedLimiter<'_> {
+    fn auth_failures(
+        &mut self,
+        source_ip: &str,
+        take: bool,
+        now_ms: u64,
+    ) -> Result<(), DenyReason> {
+        let rate = Rate::new(self.cfg.auth_failure_rps, self.cfg.auth_failure_burst);
+        if rate.is_unlimited() {
+            return Ok(());
+        }
+        // A bounded number of shared-data keys whatever the number of
+        // addresses (see `limits::auth_failure_slot`).
+        let name = format!(
+            "bucketgate.rl.authfail.{}",
+            bucketgate_core::limits::auth_failure_slot(source_ip)
+        );
+        for _ in 0..16 {
+            let (state, cas) = Self::load(&name);
+            if !take {
+                return rate.check(state, now_ms).1.map_err(|retry_after_secs| {
+                    DenyReason::SlowDown {
+                        limit: Limit::PerSourceIp,
+                        retry_after_secs,
+                    }
+                });
+            }
+            let (next, verdict) = rate.take(state, now_ms);
+            if let Err(retry_after_secs) = verdict {
+                return Err(DenyReason::SlowDown {
+                    limit: Limit::PerSourceIp,
+                    retry_after_secs,
+                });
+            }
+            match hostcalls::set_shared_data(&name, Some(&next.encode()), cas) {
+                Ok(()) => return Ok(()),
+                Err(Status::CasMismatch) => continue,
+                Err(_) => return Err(DenyReason::InternalError("shared data unavailable")),
+            }
+        }
+        Err(DenyReason::SlowDown {
+            limit: Limit::PerSourceIp,
+            retry_after_secs: 1,
+        })
+    }
+
     fn check(
         &mut self,
         key: Option<&str>,

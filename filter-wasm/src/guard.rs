@@ -35,42 +35,111 @@ pub fn inspect_body(op: Operation, size: usize, end: bool) -> Result<bool, DenyR
     Ok(true)
 }
 
-/// The upstream reply's status when it is an error worth screening.
-pub fn error_status() -> Option<u16> {
-    let status = hostcalls::get_map_value(MapType::HttpResponseHeaders, ":status")
-        .ok()
-        .flatten()?;
-    let status: u16 = status.trim().parse().ok()?;
-    reply::is_error(status).then_some(status)
-}
-
-/// What to do with a held error reply.
+/// An upstream error reply being screened. Envoy's wasm host turns a
+/// paused head into "pause everything" (proxy-wasm-cpp-host maps
+/// StopIteration to StopAllIterationAndWatermark), so the status and head
+/// go on at once and only the body can be held: a replaced reply keeps the
+/// upstream's status and gets a generic S3 error body
+/// (`DenyReason::UpstreamCredentialsRejected`) without the upstream's words.
 #[derive(Debug)]
-pub enum Screen {
-    /// Keep holding: more body to come.
-    Hold,
-    /// Forward it as it is.
-    Pass,
-    /// Replace it (the body read, for the operator's log).
-    Replace(Vec<u8>),
+pub struct ReplyGuard {
+    status: u16,
+    replaced: bool,
 }
 
-/// One response-body callback of a held error reply.
-pub fn screen_body(status: u16, size: usize, end: bool, admin_key_ids: &[&str]) -> Screen {
-    let complete = end && size <= reply::MAX_ERROR_BODY_BYTES;
-    if !end && size <= reply::MAX_ERROR_BODY_BYTES {
-        return Screen::Hold;
+/// What the caller logs and counts when a reply was replaced.
+#[derive(Debug)]
+pub struct Replaced {
+    pub status: u16,
+    /// The upstream's `<Code>`, for the operator's log.
+    pub code: String,
+}
+
+impl ReplyGuard {
+    /// At the response head: `Some` when the reply is an error with a body
+    /// to screen. Content-Length is dropped so the body may be replaced.
+    pub fn start(end_of_stream: bool) -> Option<Self> {
+        if end_of_stream {
+            return None;
+        }
+        let status = hostcalls::get_map_value(MapType::HttpResponseHeaders, ":status")
+            .ok()
+            .flatten()?;
+        let status: u16 = status.trim().parse().ok()?;
+        if !reply::is_error(status) {
+            return None;
+        }
+        let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, "content-length", None);
+        Some(Self {
+            status,
+            replaced: false,
+        })
     }
-    let held = hostcalls::get_buffer(
-        BufferType::HttpResponseBody,
-        0,
-        size.min(reply::MAX_ERROR_BODY_BYTES),
-    )
-    .ok()
-    .flatten()
-    .unwrap_or_default();
-    match reply::screen(status, &held, complete, admin_key_ids) {
-        Some(_) => Screen::Replace(held),
-        None => Screen::Pass,
+
+    /// Whether the body was replaced (the rest of it is dropped).
+    pub fn is_replaced(&self) -> bool {
+        self.replaced
+    }
+
+    /// One response-body callback: `Ok(false)` to keep holding (pause),
+    /// `Ok(true)` to release what Envoy holds now. Returns what was replaced,
+    /// once.
+    pub fn body(
+        &mut self,
+        size: usize,
+        end: bool,
+        admin_key_ids: &[&str],
+        render: impl FnOnce(&DenyReason) -> String,
+    ) -> (bool, Option<Replaced>) {
+        if self.replaced {
+            // The rest of a replaced reply is dropped.
+            let _ = hostcalls::set_buffer(BufferType::HttpResponseBody, 0, size, b"");
+            return (true, None);
+        }
+        let complete = end && size <= reply::MAX_ERROR_BODY_BYTES;
+        if !end && size <= reply::MAX_ERROR_BODY_BYTES {
+            return (false, None);
+        }
+        let held = hostcalls::get_buffer(
+            BufferType::HttpResponseBody,
+            0,
+            size.min(reply::MAX_ERROR_BODY_BYTES),
+        )
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+        let Some(reason) = reply::screen(self.status, &held, complete, admin_key_ids) else {
+            return (true, None);
+        };
+        self.replaced = true;
+        let _ = hostcalls::set_buffer(
+            BufferType::HttpResponseBody,
+            0,
+            size,
+            render(&reason).as_bytes(),
+        );
+        let code = String::from_utf8_lossy(&held)
+            .split_once("<Code>")
+            .and_then(|(_, r)| r.split_once("</Code>").map(|(c, _)| c.to_owned()))
+            .unwrap_or_default();
+        (
+            true,
+            Some(Replaced {
+                status: self.status,
+                code,
+            }),
+        )
+    }
+}
+
+/// Counts a replaced reply in body-only mode
+/// (`bucketgate.denied.upstream_credentials_rejected`, as the full filter).
+pub fn count_replaced() {
+    let name = format!(
+        "bucketgate.denied.{}",
+        DenyReason::UpstreamCredentialsRejected.audit_reason()
+    );
+    if let Ok(id) = hostcalls::define_metric(proxy_wasm::types::MetricType::Counter, &name) {
+        let _ = hostcalls::increment_metric(id, 1);
     }
 }

@@ -190,10 +190,13 @@ def wait_ready(url, seconds=20):
     raise RuntimeError(f"{url} did not become ready")
 
 
-def launch(work, mode, start_authz=True, envoy_config=None):
+def launch(work, mode, start_authz=True, envoy_config=None, gateway_admin_secret=ADMIN_SECRET, limits=None):
     """Starts s3s-fs, (for ext-authz) bucketgate-authz and Envoy under `work`;
     returns the Gateway (its `procs` by name). `envoy_config(cfg)` may edit
-    the rendered Envoy config (fault tests). The caller stops `procs`."""
+    the rendered Envoy config (fault tests). `gateway_admin_secret` is the
+    admin secret the gateway signs with (s3s-fs always verifies
+    ADMIN_SECRET); `limits` are extra `s3_proxy` settings. The caller stops
+    `procs`."""
     needed = [ENVOY, S3S_FS, WASM, CLIENT] + ([AUTHZ] if mode == "ext-authz" else [])
     for path in needed:
         if not path.exists():
@@ -214,7 +217,11 @@ def launch(work, mode, start_authz=True, envoy_config=None):
     settings = {
         "region": REGION,
         "host_suffixes": [HOST_SUFFIX],
-        "s3_proxy": {"global_rps": 0, "per_key_rps": 0},
+        # The authentication-failure budget per source address is generous
+        # here (every test client is 127.0.0.1); test_adversarial.py runs a
+        # gateway with a small one.
+        "s3_proxy": {"global_rps": 0, "per_key_rps": 0, "auth_failure_rps": 1000, "auth_failure_burst": 1000,
+                     **(limits or {})},
         "audit": {"read_sample_rate": 1.0},
     }
     access_log = work / "access.log"
@@ -228,7 +235,7 @@ def launch(work, mode, start_authz=True, envoy_config=None):
     if mode == "wasm":
         plugin = {
             **settings,
-            "backends": [{**backend, "access_key_id": ADMIN_KEY, "secret_access_key": ADMIN_SECRET}],
+            "backends": [{**backend, "access_key_id": ADMIN_KEY, "secret_access_key": gateway_admin_secret}],
             "credentials": [
                 {"access_key_id": k, "secret_access_key": s, "scopes": [{"backend": "local", "bucket": b} for b in scopes],
                  **extra}
@@ -246,7 +253,7 @@ def launch(work, mode, start_authz=True, envoy_config=None):
             "http_listen": f"127.0.0.1:{http_port}",
             "store_poll_ms": 100,
             "backends": [{"name": "local", "credentials": {
-                "source": "static", "access_key_id": ADMIN_KEY, "secret_access_key": ADMIN_SECRET}}],
+                "source": "static", "access_key_id": ADMIN_KEY, "secret_access_key": gateway_admin_secret}}],
             "ext_authz": {**settings, "backends": [backend]},
         }))
         env = {**os.environ, "STOWAGE_SECRET_KEY": STORE_KEY}

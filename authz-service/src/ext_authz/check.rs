@@ -21,6 +21,10 @@ pub const AUDIT_METADATA: &str = "audit";
 /// (`bucketgate_core::chunked::handoff`) for signed streaming uploads.
 pub const CHUNKS_METADATA: &str = "chunks";
 
+/// The client address Envoy resolved (`envoy/gateway.py` sets it before
+/// the check, overwriting anything the client sent).
+pub const SOURCE_IP_HEADER: &str = "x-bucketgate-source-ip";
+
 /// The header Envoy adds to the check when it buffered the body.
 const PARTIAL_BODY_HEADER: &str = "x-envoy-auth-partial-body";
 
@@ -76,16 +80,30 @@ impl<'r> Head<'r> {
         if !headers.iter().any(|(k, _)| *k == ":authority") && !http.host.is_empty() {
             headers.push((":authority", http.host.as_str()));
         }
-        let source_ip = attrs
-            .source
-            .as_ref()
-            .and_then(|p| p.address.as_ref())
-            .and_then(|a| match &a.address {
+        // The address Envoy resolved through its trusted hops, which it
+        // writes into this header (replacing any client copy); the peer
+        // otherwise (attributes.source is always the connection's).
+        let resolved = headers
+            .iter()
+            .find(|(k, _)| *k == SOURCE_IP_HEADER)
+            .map(|(_, v)| *v)
+            .filter(|v| !v.trim().is_empty());
+        let source_ip = resolved
+            .or_else(|| {
+                attrs
+                    .source
+                    .as_ref()
+                    .and_then(|p| p.address.as_ref())
+                    .and_then(|a| {
+                        match &a.address {
                 Some(
                     envoy_types::pb::envoy::config::core::v3::address::Address::SocketAddress(s),
                 ) => Some(s.address.as_str()),
                 _ => None,
-            });
+            }
+                    })
+            })
+            .map(bucketgate_core::http::address_without_port);
         let request_id = headers
             .iter()
             .find(|(k, _)| *k == "x-request-id")

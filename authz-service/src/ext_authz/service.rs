@@ -252,6 +252,19 @@ impl RateLimit for Locked<'_> {
             .map_err(|_| DenyReason::InternalError("rate limiter unavailable"))?;
         limiter.check(key, key_rps_override, source_ip, now_ms)
     }
+
+    fn auth_failures(
+        &mut self,
+        source_ip: &str,
+        take: bool,
+        now_ms: u64,
+    ) -> Result<(), DenyReason> {
+        let mut limiter = self
+            .0
+            .lock()
+            .map_err(|_| DenyReason::InternalError("rate limiter unavailable"))?;
+        limiter.auth_failures(source_ip, take, now_ms)
+    }
 }
 
 #[tonic::async_trait]
