@@ -20,12 +20,17 @@ Envoy wrote into X-Forwarded-For; never what the client itself writes there.
 The admin interface listens on loopback only. With --tls-cert/--tls-key the
 listener terminates TLS with the given certificate (tests use a self-signed
 one); adding --tls-port keeps plain HTTP on --port and serves TLS on
---tls-port too.
+--tls-port too. With --broker-tls-cert/--broker-tls-key/--broker-tls-ca,
+Envoy reaches the broker (the feed clusters, the ext_authz cluster) over
+mutual TLS: it presents that client certificate and accepts only a broker
+certificate issued by that CA for --broker-tls-name (also sent as SNI); the
+broker requires this off loopback.
 
     envoy/gateway.py --wasm F --plugin-config F --backend NAME=HOST:PORT ... \
         [--feed-cluster NAME=HOST:PORT] > envoy.json
     envoy/gateway.py --mode ext-authz --authz 127.0.0.1:9191 --wasm F \
         --backend NAME=HOST:PORT ... > envoy.json
+    ... [--broker-tls-cert F --broker-tls-key F --broker-tls-ca F [--broker-tls-name N]]
 """
 
 import argparse
@@ -109,6 +114,11 @@ def body_checked_routes(args, forward):
     with_body = {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute",
         "check_settings": {
+            # Tells the check that this route buffered the body: a tenant
+            # cannot forge context extensions (it could forge the
+            # x-envoy-auth-partial-body header on a request that missed
+            # these routes).
+            "context_extensions": {"bucketgate_body": "buffered"},
             # The body arrives in attributes.request.http.body (a string):
             # Envoy 1.40 reads pack_as_bytes (raw_body) from the filter's
             # own with_request_body only, which would buffer every request,
@@ -350,13 +360,16 @@ def render(args):
             },
         }
     clusters = []
-    # The broker's feed (plugin config `feed.cluster`) is one more plain
-    # cluster; the filter dispatches `GET /v1/feed` to it.
-    for spec in args.backend + args.feed_cluster:
+    for spec in args.backend:
         name, _, addr = spec.partition("=")
         clusters.append(static_cluster(name, addr, "2s"))
+    # The broker's feed (plugin config `feed.cluster`) is one more cluster;
+    # the filter dispatches `GET /v1/feed` to it.
+    for spec in args.feed_cluster:
+        name, _, addr = spec.partition("=")
+        clusters.append(broker_tls(args, static_cluster(name, addr, "2s")))
     if args.mode == "ext-authz":
-        authz = static_cluster(AUTHZ_CLUSTER, args.authz, "0.25s")
+        authz = broker_tls(args, static_cluster(AUTHZ_CLUSTER, args.authz, "0.25s"))
         authz["typed_extension_protocol_options"] = {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
                 "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
@@ -385,6 +398,38 @@ def render(args):
             "clusters": clusters,
         },
     }
+
+
+def broker_tls(args, cluster):
+    """With --broker-tls-*: mutual TLS to the broker. Envoy presents the
+    client certificate (the broker requires one from its client_ca_file) and
+    validates the broker's certificate against --broker-tls-ca and the DNS
+    name --broker-tls-name, which is also the SNI. No ALPN is set: the
+    broker's gRPC port offers h2 and its feed http/1.1."""
+    if not args.broker_tls_cert:
+        return cluster
+    cluster["transport_socket"] = {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            "sni": args.broker_tls_name,
+            "common_tls_context": {
+                "tls_certificates": [
+                    {
+                        "certificate_chain": {"filename": args.broker_tls_cert},
+                        "private_key": {"filename": args.broker_tls_key},
+                    }
+                ],
+                "validation_context": {
+                    "trusted_ca": {"filename": args.broker_tls_ca},
+                    "match_typed_subject_alt_names": [
+                        {"san_type": "DNS", "matcher": {"exact": args.broker_tls_name}}
+                    ],
+                },
+            },
+        },
+    }
+    return cluster
 
 
 def static_cluster(name, addr, connect_timeout):
@@ -425,6 +470,12 @@ def main():
     p.add_argument("--tls-cert")
     p.add_argument("--tls-key")
     p.add_argument("--tls-port", type=int, help="serve TLS on this port as well as plain HTTP on --port")
+    p.add_argument("--broker-tls-cert", help="client certificate (PEM) Envoy presents to the broker: mutual TLS "
+                                             "on the feed and ext_authz clusters")
+    p.add_argument("--broker-tls-key", help="its private key (PEM)")
+    p.add_argument("--broker-tls-ca", help="CA bundle (PEM) the broker's certificate must chain to")
+    p.add_argument("--broker-tls-name", default="bucketgate-authz",
+                   help="DNS name the broker's certificate must carry; sent as SNI (default bucketgate-authz)")
     args = p.parse_args()
     if args.mode == "wasm" and not (args.wasm and args.plugin_config):
         p.error("--mode wasm needs --wasm and --plugin-config")
@@ -438,6 +489,11 @@ def main():
         p.error("--authz-max-body must be > 0")
     if args.tls_port and not args.tls_cert:
         p.error("--tls-port needs --tls-cert and --tls-key")
+    broker_tls_given = [bool(args.broker_tls_cert), bool(args.broker_tls_key), bool(args.broker_tls_ca)]
+    if any(broker_tls_given) and not all(broker_tls_given):
+        p.error("--broker-tls-cert, --broker-tls-key and --broker-tls-ca go together")
+    if args.broker_tls_cert and args.mode == "wasm" and not args.feed_cluster:
+        p.error("--broker-tls-* applies to the broker's clusters: --feed-cluster (wasm) or --mode ext-authz")
     json.dump(render(args), sys.stdout, indent=1)
     sys.stdout.write("\n")
 

@@ -68,8 +68,8 @@ read -r T_KEY T_SECRET < <(create demo-bucket)
 read -r O_KEY O_SECRET < <(create other-bucket)
 
 if [ "$MODE" = wasm ]; then
-# No credentials in the plugin config: they come from the broker's feed
-# (polled every second), which also carries the admin key.
+# No secret in the plugin config: tenant and admin keys come from the
+# broker's feed as date-scoped derived signing keys (polled every second).
 python3 - "$DEMO/plugin.json" <<PY
 import json, os, sys
 with open(os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
@@ -77,8 +77,7 @@ with open(os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w
   "region": "us-east-1",
   "host_suffixes": ["s3.localhost"],
   "s3_proxy": {"global_rps": 0, "per_key_rps": 0},
-  "backends": [{"name": "local", "cluster": "backend_local", "host": "127.0.0.1:$S3_PORT", "region": "us-east-1",
-                "access_key_id": "$ADMIN_KEY", "secret_access_key": "$ADMIN_SECRET"}],
+  "backends": [{"name": "local", "cluster": "backend_local", "host": "127.0.0.1:$S3_PORT", "region": "us-east-1"}],
   "feed": {"cluster": "bucketgate_feed", "token": "$BUCKETGATE_FEED_TOKEN", "poll_ms": 1000, "timeout_ms": 1000}
   }, f, indent=1)
 PY

@@ -1,7 +1,10 @@
 //! The broker's HTTP server: the credential feed for the WASM filter
 //! (`GET /v1/feed`, bearer token, ETag / If-None-Match → 304), `/healthz`
 //! (the process answers), `/readyz` (every enabled source has loaded) and
-//! `/metrics` (Prometheus text format).
+//! `/metrics` (Prometheus text format). [`serve`] runs it in plain HTTP (on
+//! loopback), [`serve_tls`] behind mutual TLS (`crate::tls`; the feed still
+//! wants its token); [`serve_health`] runs everything but the feed, for
+//! probes on the Pod address.
 //!
 //! The feed's version is `<credentials version>-<backends version>`, both
 //! content digests: it changes exactly when what the filter would load
@@ -9,17 +12,21 @@
 //! never replaces a good snapshot with an incomplete one.
 
 use std::future::Future;
+use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bucketgate_core::SecretKey;
-use bucketgate_core::feed::{FEED_PATH, FeedCredential, FeedSnapshot};
+use bucketgate_core::feed::{
+    Coverage, FEED_PATH, FeedCredential, FeedSnapshot, REGION_PARAM, valid_region,
+};
 
 use crate::broker::{Broker, Readiness};
 use crate::metrics::Metrics;
+use crate::tls::{ServerTls, TlsListener};
 use crate::upstream::AdminCredentialsHandle;
 
 #[derive(Clone, Debug)]
@@ -31,13 +38,21 @@ pub struct AppState {
     pub feed_token: Option<SecretKey>,
 }
 
-pub fn app(state: AppState) -> Router {
+/// Health, readiness and metrics: what carries no credential.
+fn probes() -> Router<AppState> {
     Router::new()
-        .route(FEED_PATH, get(feed))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .with_state(state)
+}
+
+pub fn app(state: AppState) -> Router {
+    probes().route(FEED_PATH, get(feed)).with_state(state)
+}
+
+/// Everything but the feed (`health_listen`).
+pub fn health_app(state: AppState) -> Router {
+    probes().with_state(state)
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves.
@@ -47,6 +62,31 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Serves `app` on `listener` to mutual-TLS clients only (a certificate
+/// from `tls`'s client CA) until `shutdown` resolves.
+pub async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    tls: Arc<ServerTls>,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let listener = TlsListener::new(listener, tls)?;
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Serves [`health_app`] (no feed) on `listener` until `shutdown` resolves.
+pub async fn serve_health(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, health_app(state))
         .with_graceful_shutdown(shutdown)
         .await
 }
@@ -87,7 +127,34 @@ fn matches_etag(if_none_match: &str, etag: &str) -> bool {
         .any(|t| t == "*" || t.strip_prefix("W/").unwrap_or(t) == etag)
 }
 
-async fn feed(State(s): State<AppState>, headers: HeaderMap) -> Response {
+/// The regions the filter asked for (`?region=…`, repeatable): keys are
+/// derived for those only. `Err` for a missing or malformed one.
+fn feed_regions(query: Option<&str>) -> Result<Vec<String>, &'static str> {
+    let mut regions: Vec<String> = Vec::new();
+    for (k, v) in bucketgate_core::query::raw_pairs(query.unwrap_or_default()) {
+        if bucketgate_core::query::decode(k) != REGION_PARAM {
+            continue;
+        }
+        let r = bucketgate_core::query::decode(v).into_owned();
+        if !valid_region(&r) {
+            return Err("a region is [a-z0-9-], 1 to 32 characters\n");
+        }
+        if !regions.contains(&r) {
+            regions.push(r);
+        }
+    }
+    if regions.is_empty() || regions.len() > 8 {
+        return Err("the feed needs ?region=<region> (1 to 8 of them)\n");
+    }
+    regions.sort();
+    Ok(regions)
+}
+
+async fn feed(
+    State(s): State<AppState>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
     let count = |status: &str| s.metrics.feed_requests.with_label_values(&[status]).inc();
     let Some(token) = &s.feed_token else {
         return (StatusCode::NOT_FOUND, "the feed is not enabled\n").into_response();
@@ -110,8 +177,24 @@ async fn feed(State(s): State<AppState>, headers: HeaderMap) -> Response {
         )
             .into_response();
     }
+    let regions = match feed_regions(query.as_deref()) {
+        Ok(r) => r,
+        Err(why) => {
+            count("400");
+            return (StatusCode::BAD_REQUEST, why).into_response();
+        }
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let cover = Coverage::at(now, regions);
     let snapshot = s.broker.handle().load();
-    let version = format!("{:016x}-{:016x}", snapshot.version, s.upstream.version());
+    let version = format!(
+        "{:016x}-{:016x}-{}",
+        snapshot.version,
+        s.upstream.version(),
+        cover.tag()
+    );
     let etag = format!("\"{version}\"");
     let etag_header = HeaderValue::from_str(&etag).unwrap_or(HeaderValue::from_static("\"\""));
     if let Some(inm) = headers
@@ -125,13 +208,13 @@ async fn feed(State(s): State<AppState>, headers: HeaderMap) -> Response {
     let mut credentials: Vec<FeedCredential> = snapshot
         .credentials
         .values()
-        .map(FeedCredential::from)
+        .map(|c| FeedCredential::derived(c, &cover))
         .collect();
     credentials.sort_by(|a, b| a.access_key_id.cmp(&b.access_key_id));
     let body = FeedSnapshot {
         version,
         credentials,
-        backends: s.upstream.feed_backends(),
+        backends: s.upstream.feed_backends(&cover),
     }
     .to_json();
     count("200");

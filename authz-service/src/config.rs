@@ -1,6 +1,10 @@
 //! The service configuration: a JSON file (`--config`), every field
 //! optional, command-line flags override it. See `authz-service/README.md`
 //! for an example.
+//!
+//! The listener rule lives here ([`ServiceConfig::check_listener`]) so the
+//! start-up and the tests run the same check: the feed and the ext_authz
+//! gRPC port listen on loopback, or else serve only mutual TLS (`tls`).
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -24,9 +28,20 @@ pub struct ServiceConfig {
     /// default `<database>.key`, generated (mode 0600) when missing.
     #[serde(default)]
     pub key_file: Option<PathBuf>,
-    /// Feed, health, readiness and metrics.
+    /// Feed, health, readiness and metrics. Off loopback only with `tls`.
     #[serde(default = "default_http_listen")]
     pub http_listen: SocketAddr,
+    /// Optional plain-HTTP listener for `/healthz`, `/readyz` and
+    /// `/metrics` only (never the feed): Kubernetes probes and Prometheus
+    /// reach it on the Pod address while `http_listen` stays on loopback or
+    /// behind mutual TLS. It carries no credential, so it may bind anywhere.
+    #[serde(default)]
+    pub health_listen: Option<SocketAddr>,
+    /// Mutual TLS for `http_listen` and the ext_authz gRPC listener: when
+    /// set, both serve only TLS clients presenting a certificate from
+    /// `client_ca_file` (also on loopback). Required off loopback.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
     /// How often the SQLite store is checked for changes.
     #[serde(default = "default_store_poll_ms")]
     pub store_poll_ms: u64,
@@ -48,6 +63,8 @@ impl Default for ServiceConfig {
             database: default_database(),
             key_file: None,
             http_listen: default_http_listen(),
+            health_listen: None,
+            tls: None,
             store_poll_ms: default_store_poll_ms(),
             feed: FeedConfig::default(),
             kubernetes: KubernetesConfig::default(),
@@ -67,6 +84,20 @@ fn default_http_listen() -> SocketAddr {
 
 fn default_store_poll_ms() -> u64 {
     250
+}
+
+/// The broker's server certificate and the CA its clients' certificates
+/// must chain to (PEM files; re-read when they change, see `tls.rs`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The certificate chain the broker presents, leaf first.
+    pub cert_file: PathBuf,
+    /// Its private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// CA certificates: a client must present a certificate issued under
+    /// one of them, or the handshake fails.
+    pub client_ca_file: PathBuf,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -248,7 +279,36 @@ impl ServiceConfig {
         if self.kubernetes.label_selector.trim().is_empty() {
             return Err("kubernetes.label_selector must not be empty".into());
         }
-        Ok(())
+        if let Some(tls) = &self.tls {
+            for (field, path) in [
+                ("cert_file", &tls.cert_file),
+                ("key_file", &tls.key_file),
+                ("client_ca_file", &tls.client_ca_file),
+            ] {
+                if path.as_os_str().is_empty() {
+                    return Err(format!("tls.{field} must not be empty"));
+                }
+            }
+        }
+        if self.health_listen == Some(self.http_listen) {
+            return Err("health_listen must differ from http_listen".into());
+        }
+        self.check_listener("http_listen", self.http_listen)
+    }
+
+    /// The listener rule for the feed (`http_listen`) and the ext_authz
+    /// gRPC port: loopback, or mutual TLS configured. `0.0.0.0`, `::` and
+    /// IPv4-mapped addresses are not loopback. Fails closed: there is no
+    /// setting for TLS terminated elsewhere.
+    pub fn check_listener(&self, name: &str, addr: SocketAddr) -> Result<(), String> {
+        if addr.ip().is_loopback() || self.tls.is_some() {
+            return Ok(());
+        }
+        Err(format!(
+            "{name} {addr} is not a loopback address: off loopback the feed and ext_authz \
+             listeners serve only mutual TLS; add a `tls` section (cert_file, key_file, \
+             client_ca_file) or listen on 127.0.0.1 / [::1]"
+        ))
     }
 
     /// The key file: configured, else `<database>.key`.
@@ -296,6 +356,56 @@ mod tests {
     }
 
     #[test]
+    fn listeners_off_loopback_need_mutual_tls() {
+        let c = ServiceConfig::parse(b"{}").unwrap();
+        assert_eq!(c.http_listen, SocketAddr::from(([127, 0, 0, 1], 9091)));
+        assert!(c.tls.is_none() && c.health_listen.is_none());
+        for addr in ["127.0.0.1:9091", "127.0.0.2:1", "[::1]:9001"] {
+            c.check_listener("--grpc-listen", addr.parse().unwrap())
+                .unwrap();
+            ServiceConfig::parse(format!(r#"{{"http_listen": "{addr}"}}"#).as_bytes()).unwrap();
+        }
+        // Wildcards, private and IPv4-mapped addresses are all off loopback.
+        for addr in [
+            "0.0.0.0:9091",
+            "[::]:9091",
+            "10.0.0.5:9091",
+            "192.168.1.2:80",
+            "[::ffff:127.0.0.1]:9091",
+        ] {
+            let e = ServiceConfig::parse(format!(r#"{{"http_listen": "{addr}"}}"#).as_bytes())
+                .unwrap_err();
+            assert!(
+                e.contains(&format!("http_listen {addr} is not a loopback address"))
+                    && e.contains("mutual TLS")
+                    && e.contains("`tls`"),
+                "{e}"
+            );
+            let e = c
+                .check_listener("--grpc-listen", addr.parse().unwrap())
+                .unwrap_err();
+            assert!(
+                e.starts_with(&format!("--grpc-listen {addr} is not")),
+                "{e}"
+            );
+        }
+        let c = ServiceConfig::parse(
+            br#"{"http_listen": "0.0.0.0:9091", "health_listen": "0.0.0.0:9092",
+                "tls": {"cert_file": "/tls/tls.crt", "key_file": "/tls/tls.key",
+                        "client_ca_file": "/tls/ca.crt"}}"#,
+        )
+        .unwrap();
+        c.check_listener("--grpc-listen", "[::]:9001".parse().unwrap())
+            .unwrap();
+        assert_eq!(
+            c.tls.as_ref().unwrap().client_ca_file,
+            PathBuf::from("/tls/ca.crt")
+        );
+        // health_listen carries no feed: any address, no TLS needed.
+        ServiceConfig::parse(br#"{"health_listen": "0.0.0.0:9092"}"#).unwrap();
+    }
+
+    #[test]
     fn refuses_bad_configs() {
         for (json, want) in [
             (r#"{"nope": 1}"#, "unknown field"),
@@ -311,6 +421,22 @@ mod tests {
             (
                 r#"{"backends": [{"name": "a", "credentials": {"source": "magic"}}]}"#,
                 "unknown variant",
+            ),
+            (
+                r#"{"tls": {"cert_file": "/c", "key_file": "/k"}}"#,
+                "missing field `client_ca_file`",
+            ),
+            (
+                r#"{"tls": {"cert_file": "", "key_file": "/k", "client_ca_file": "/ca"}}"#,
+                "tls.cert_file must not be empty",
+            ),
+            (
+                r#"{"tls": {"cert_file": "/c", "key_file": "/k", "client_ca_file": "/ca", "verify": false}}"#,
+                "unknown field `verify`",
+            ),
+            (
+                r#"{"http_listen": "127.0.0.1:9091", "health_listen": "127.0.0.1:9091"}"#,
+                "health_listen must differ",
             ),
         ] {
             let e = ServiceConfig::parse(json.as_bytes()).unwrap_err();

@@ -21,6 +21,9 @@
 //!   filter's body-only mode, which re-signs the body in stream;
 //! - the audit row → dynamic metadata `audit`, written by the access log.
 //!
+//! Served in plain gRPC on loopback ([`serve_on`]) or to mutual-TLS clients
+//! only ([`serve_tls_on`], required off loopback: `crate::tls`).
+//!
 //! One service process: the rate limiter is an in-process
 //! `core::limits::RateLimiter` behind a mutex, credentials come from the
 //! broker's [`SnapshotHandle`], upstream admin keys from an [`AdminSource`]
@@ -32,8 +35,12 @@ mod service;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
+use futures::Stream;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
+use tonic::transport::server::Connected;
 
 pub use check::{AUDIT_METADATA, CHUNKS_METADATA, CLUSTER_HEADER};
 pub use config::Config;
@@ -41,6 +48,7 @@ pub use service::{AdminSource, Clock, Service, SystemClock};
 
 use crate::broker::SnapshotHandle;
 use crate::metrics::Metrics;
+use crate::tls::{ServerTls, TlsListener};
 
 /// The broker's refreshed upstream credentials.
 impl AdminSource for crate::upstream::AdminCredentialsHandle {
@@ -81,6 +89,34 @@ pub async fn serve_on(
     service: Service,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    serve_incoming(incoming, service, shutdown).await
+}
+
+/// [`serve_on`] for mutual-TLS clients only: a connection without a
+/// certificate from `tls`'s client CA never gets past the handshake.
+pub async fn serve_tls_on(
+    listener: TcpListener,
+    tls: Arc<ServerTls>,
+    service: Service,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Error> {
+    let incoming = TlsListener::new(listener, tls)
+        .map_err(Error::Listen)?
+        .into_stream();
+    serve_incoming(incoming, service, shutdown).await
+}
+
+async fn serve_incoming<I, IO, IE>(
+    incoming: I,
+    service: Service,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Error>
+where
+    I: Stream<Item = Result<IO, IE>>,
+    IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
+    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let sweeper = tokio::spawn(service.clone().sweep_forever());
     // grpc.health.v1 beside it: SERVING for the Authorization service while
     // this server runs (for Envoy health checks and probes).
@@ -88,7 +124,6 @@ pub async fn serve_on(
     health
         .set_serving::<envoy_types::ext_authz::v3::pb::AuthorizationServer<Service>>()
         .await;
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let result = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(service.into_server())

@@ -12,6 +12,8 @@
 //! - `metrics`: the one Prometheus registry served at `/metrics`.
 //! - `ext_authz`: the Envoy ext_authz gRPC data plane over
 //!   `bucketgate_core::gateway` (reads the snapshot, writes check metrics).
+//! - `tls`: mutual TLS for the feed and ext_authz listeners (required off
+//!   loopback, see `config::ServiceConfig::check_listener`).
 
 pub mod admin;
 pub mod broker;
@@ -21,4 +23,5 @@ pub mod ext_authz;
 pub mod kube_source;
 pub mod metrics;
 pub mod store;
+pub mod tls;
 pub mod upstream;

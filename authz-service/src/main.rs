@@ -12,6 +12,7 @@ use bucketgate_authz::config::{FEED_TOKEN_ENV, MIN_FEED_TOKEN_LEN, ServiceConfig
 use bucketgate_authz::metrics::Metrics;
 use bucketgate_authz::store::seal::{KEY_ENV, Sealer};
 use bucketgate_authz::store::{self, Store};
+use bucketgate_authz::tls::{self, ServerTls};
 use bucketgate_authz::{cli, ext_authz, kube_source, upstream};
 use bucketgate_core::SecretKey;
 use clap::Parser;
@@ -114,6 +115,9 @@ async fn shutdown_signal() {
 
 async fn serve(mut config: ServiceConfig, args: ServeArgs) -> anyhow::Result<()> {
     if let Some(a) = args.http_listen {
+        config
+            .check_listener("--http-listen", a)
+            .map_err(anyhow::Error::msg)?;
         config.http_listen = a;
     }
     if args.kube {
@@ -126,6 +130,19 @@ async fn serve(mut config: ServiceConfig, args: ServeArgs) -> anyhow::Result<()>
         config.store_poll_ms = ms;
     }
     config.validate().map_err(anyhow::Error::msg)?;
+    // The listener rule and the TLS files are checked before anything starts.
+    if let Some(addr) = args.grpc_listen {
+        config
+            .check_listener("--grpc-listen", addr)
+            .map_err(anyhow::Error::msg)?;
+    }
+    let (http_tls, grpc_tls) = match &config.tls {
+        Some(files) => (
+            Some(ServerTls::load(files, tls::ALPN_HTTP1)?),
+            Some(ServerTls::load(files, tls::ALPN_H2)?),
+        ),
+        None => (None, None),
+    };
 
     let metrics = Metrics::new();
     let snapshot = SnapshotHandle::default();
@@ -171,7 +188,18 @@ async fn serve(mut config: ServiceConfig, args: ServeArgs) -> anyhow::Result<()>
     let listener = tokio::net::TcpListener::bind(config.http_listen)
         .await
         .with_context(|| format!("binding {}", config.http_listen))?;
-    tracing::info!(addr = %listener.local_addr()?, "HTTP listening (feed, /healthz, /readyz, /metrics)");
+    tracing::info!(addr = %listener.local_addr()?, mtls = http_tls.is_some(),
+        "HTTP listening (feed, /healthz, /readyz, /metrics)");
+    let health_listener = match config.health_listen {
+        Some(addr) => {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding health_listen {addr}"))?;
+            tracing::info!(addr = %l.local_addr()?, "HTTP listening (/healthz, /readyz, /metrics; no feed)");
+            Some(l)
+        }
+        None => None,
+    };
     let state = AppState {
         broker: broker.clone(),
         upstream: upstream_creds.clone(),
@@ -181,9 +209,21 @@ async fn serve(mut config: ServiceConfig, args: ServeArgs) -> anyhow::Result<()>
     if state.feed_token.is_none() {
         tracing::warn!("no feed token ({FEED_TOKEN_ENV} or feed.token_file): the feed is off");
     }
+    if let Some(l) = health_listener {
+        let (state, health_stop) = (state.clone(), stopped(stop_rx.clone()));
+        tasks.spawn(async move {
+            if let Err(e) = admin::serve_health(l, state, health_stop).await {
+                tracing::error!(error = %e, "health HTTP server failed");
+            }
+        });
+    }
     let http_stop = stopped(stop_rx.clone());
     tasks.spawn(async move {
-        if let Err(e) = admin::serve(listener, state, http_stop).await {
+        let served = match http_tls {
+            Some(tls) => admin::serve_tls(listener, tls, state, http_stop).await,
+            None => admin::serve(listener, state, http_stop).await,
+        };
+        if let Err(e) = served {
             tracing::error!(error = %e, "HTTP server failed");
         }
     });
@@ -205,10 +245,14 @@ async fn serve(mut config: ServiceConfig, args: ServeArgs) -> anyhow::Result<()>
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding {addr}"))?;
-        tracing::info!(addr = %listener.local_addr()?, "ext_authz gRPC listening");
+        tracing::info!(addr = %listener.local_addr()?, mtls = grpc_tls.is_some(), "ext_authz gRPC listening");
         let grpc_stop = stopped(stop_rx.clone());
         tasks.spawn(async move {
-            if let Err(e) = ext_authz::serve_on(listener, service, grpc_stop).await {
+            let served = match grpc_tls {
+                Some(tls) => ext_authz::serve_tls_on(listener, tls, service, grpc_stop).await,
+                None => ext_authz::serve_on(listener, service, grpc_stop).await,
+            };
+            if let Err(e) = served {
                 tracing::error!(error = %e, "ext_authz server failed");
             }
         });

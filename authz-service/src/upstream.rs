@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
-use bucketgate_core::feed::FeedBackend;
+use bucketgate_core::feed::{Coverage, FeedBackend};
 use bucketgate_core::resign::AdminCredentials;
 use sha2::{Digest, Sha256};
 
@@ -44,16 +44,13 @@ impl AdminCredentialsHandle {
     }
 
     /// The feed's `backends`, sorted by name.
-    pub fn feed_backends(&self) -> Vec<FeedBackend> {
+    /// Every backend's admin credentials as the feed carries them: derived
+    /// signing keys for the dates and regions of `cover`, never the secret.
+    pub fn feed_backends(&self, cover: &Coverage) -> Vec<FeedBackend> {
         let all = self.all();
         let mut out: Vec<FeedBackend> = all
             .iter()
-            .map(|(name, c)| FeedBackend {
-                name: name.clone(),
-                access_key_id: c.access_key_id.clone(),
-                secret_access_key: c.secret.expose().to_owned(),
-                session_token: c.session_token.clone(),
-            })
+            .map(|(name, c)| FeedBackend::derived(name, c, cover))
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
         out
@@ -122,6 +119,7 @@ impl Provider {
                 token,
             } => {
                 let c = AdminCredentials {
+                    signing_keys: None,
                     access_key_id: read_trimmed(akid)?,
                     secret: read_trimmed(secret)?.into(),
                     session_token: token
@@ -142,6 +140,7 @@ impl Provider {
                     .map_err(|e| format!("AWS default chain: {}", error_chain(&e)))?;
                 Ok((
                     AdminCredentials {
+                        signing_keys: None,
                         access_key_id: c.access_key_id().to_owned(),
                         secret: c.secret_access_key().into(),
                         session_token: c.session_token().map(str::to_owned),
@@ -178,6 +177,7 @@ async fn provider(
             secret_access_key,
             session_token,
         } => Provider::Fixed(AdminCredentials {
+            signing_keys: None,
             access_key_id: access_key_id.clone(),
             secret: secret_access_key.as_str().into(),
             session_token: session_token.clone().filter(|t| !t.is_empty()),
@@ -193,6 +193,7 @@ async fn provider(
                     .ok_or_else(|| err(format!("environment variable {v} is not set")))
             };
             Provider::Fixed(AdminCredentials {
+                signing_keys: None,
                 access_key_id: get(access_key_id_var)?,
                 secret: get(secret_access_key_var)?.into(),
                 session_token: session_token_var
@@ -373,7 +374,7 @@ mod tests {
         assert_eq!(f.session_token.as_deref(), Some("file-token"));
         assert!(h.current("nope").is_none());
 
-        let feed = h.feed_backends();
+        let feed = h.feed_backends(&Coverage::at(1_700_000_000, vec!["us-east-1".into()]));
         assert_eq!(
             feed.iter().map(|b| b.name.as_str()).collect::<Vec<_>>(),
             ["e", "f", "s"]
@@ -382,6 +383,7 @@ mod tests {
         h.set(
             "s",
             AdminCredentials {
+                signing_keys: None,
                 access_key_id: "STATICKEY".into(),
                 secret: "rotated".into(),
                 session_token: Some("tok".into()),

@@ -1,11 +1,12 @@
 //! The broker config shipped in `deploy/gateway.yaml` (ConfigMap
 //! `bucketgate-authz`) is one this binary accepts, and the Deployment runs
-//! it with flags `serve` has.
+//! it with flags `serve` has; its listeners meet the loopback-or-mTLS rule
+//! and the probes reach the health listener.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::Path;
 
-use bucketgate_authz::cli::Cli;
+use bucketgate_authz::cli::{Cli, Command};
 use bucketgate_authz::config::ServiceConfig;
 use clap::Parser;
 use serde::Deserialize;
@@ -48,7 +49,33 @@ fn shipped_config_parses_and_the_container_args_are_accepted() {
             .iter()
             .map(|a| a.as_str().unwrap().to_owned()),
     );
-    Cli::try_parse_from(&argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+    let cli = Cli::try_parse_from(&argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+    // The listener rule, as `serve` checks it at start (parse checked
+    // http_listen already).
+    let Command::Serve(serve) = cli.command else {
+        panic!("{argv:?} is not `serve`")
+    };
+    if let Some(a) = serve.http_listen {
+        config.check_listener("--http-listen", a).unwrap();
+    }
+    if let Some(a) = serve.grpc_listen {
+        config.check_listener("--grpc-listen", a).unwrap();
+    }
+    // Probes and metrics: the plain health listener, on the Pod address
+    // (the kubelet does not reach the container's loopback).
+    let health = config.health_listen.expect("health_listen for the probes");
+    assert!(!health.ip().is_loopback(), "{health}");
+    let ports = authz["ports"].as_array().unwrap();
+    for probe in ["livenessProbe", "readinessProbe"] {
+        let port = &authz[probe]["httpGet"]["port"];
+        let number = ports
+            .iter()
+            .find(|p| p["name"] == *port || p["containerPort"] == *port)
+            .unwrap_or_else(|| panic!("{probe}: no port {port}"))["containerPort"]
+            .as_u64()
+            .unwrap();
+        assert_eq!(number, u64::from(health.port()), "{probe}");
+    }
     // The config the container reads is the ConfigMap's mount.
     let env = authz["env"].as_array().unwrap();
     let config_path = env

@@ -57,6 +57,7 @@ impl AdminSource for Rotating {
 
 fn admin(key: &str, secret: &str) -> AdminCredentials {
     AdminCredentials {
+        signing_keys: None,
         access_key_id: key.into(),
         secret: secret.into(),
         session_token: None,

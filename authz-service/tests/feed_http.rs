@@ -63,13 +63,16 @@ impl Fixture {
         if let Some(e) = etag {
             h.push(("if-none-match", e));
         }
-        let (s, headers, body) = self.get(FEED_PATH, &h).await;
+        let (s, headers, body) = self.get(FEED_REGION, &h).await;
         let etag = headers
             .get(header::ETAG)
             .map(|v| v.to_str().unwrap().to_owned());
         (s, etag, body)
     }
 }
+
+/// The feed as the filter asks for it: keys for its region.
+const FEED_REGION: &str = "/v1/feed?region=us-east-1";
 
 fn cred(id: &str, secret: &str) -> Credential {
     let mut c = Credential::new(id, secret, vec![Scope::new("main", "alpha")]);
@@ -131,11 +134,45 @@ async fn not_ready_until_every_source_has_loaded() {
 }
 
 #[tokio::test]
+async fn the_feed_needs_the_regions_to_derive_for() {
+    let f = Fixture::new(false);
+    f.broker.set_sqlite(vec![cred("K1", "s1")]);
+    let auth = format!("Bearer {TOKEN}");
+    let h = [("authorization", auth.as_str())];
+    for path in [
+        FEED_PATH,
+        "/v1/feed?region=",
+        "/v1/feed?region=US-EAST-1",
+        "/v1/feed?region=a%2Fb",
+        "/v1/feed?other=us-east-1",
+    ] {
+        assert_eq!(f.get(path, &h).await.0, StatusCode::BAD_REQUEST, "{path}");
+    }
+    let (s, _, body) = f
+        .get("/v1/feed?region=us-east-1&region=eu-west-1", &h)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let feed = FeedSnapshot::parse(&body).unwrap();
+    assert_eq!(
+        feed.credential_map()["K1"]
+            .signing_keys
+            .as_ref()
+            .unwrap()
+            .len(),
+        18
+    );
+    // The ETag depends on the regions asked for.
+    let one = f.feed(None).await.1.unwrap();
+    assert_ne!(one, format!("\"{}\"", feed.version));
+}
+
+#[tokio::test]
 async fn etag_follows_content_and_answers_304() {
     let f = Fixture::new(false);
     f.upstream.set(
         "main",
         AdminCredentials {
+            signing_keys: None,
             access_key_id: "ADMIN".into(),
             secret: "admin-secret".into(),
             session_token: Some("session-token".into()),
@@ -154,7 +191,33 @@ async fn etag_follows_content_and_answers_304() {
         .map(|c| c.access_key_id.as_str())
         .collect();
     assert_eq!(ids, ["K1", "K2"]);
-    assert_eq!(feed.credential_map()["K1"], cred("K1", "s1"));
+    // Everything but the secret, which never leaves the broker: the
+    // filter gets today's (and the presign window's) derived keys.
+    let got = &feed.credential_map()["K1"];
+    let want = cred("K1", "s1");
+    assert!(got.secret.is_empty());
+    assert_eq!(
+        (&got.scopes, got.rps, got.quota_hard_bytes),
+        (&want.scopes, want.rps, want.quota_hard_bytes)
+    );
+    let today = bucketgate_core::AmzDate::from_unix(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64,
+    )
+    .unwrap();
+    let keys = got.signing_keys.as_ref().unwrap();
+    assert_eq!(keys.len(), 9);
+    assert_eq!(
+        keys.get(&bucketgate_core::derived::scope(today.date(), "us-east-1"))
+            .unwrap()
+            .expose(),
+        bucketgate_core::crypto::SigningKey::derive(&"s1".into(), today.date(), "us-east-1", "s3")
+            .expose()
+    );
+    assert!(!String::from_utf8_lossy(&body).contains("admin-secret"));
+    assert!(!String::from_utf8_lossy(&body).contains("secret_access_key"));
     assert_eq!(feed.backends.len(), 1);
     assert_eq!(
         feed.backends[0].session_token.as_deref(),
@@ -184,6 +247,7 @@ async fn etag_follows_content_and_answers_304() {
     f.upstream.set(
         "main",
         AdminCredentials {
+            signing_keys: None,
             access_key_id: "ADMIN".into(),
             secret: "admin-secret".into(),
             session_token: Some("refreshed-token".into()),

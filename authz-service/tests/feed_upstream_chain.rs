@@ -101,7 +101,7 @@ fn serve(dir: &Path, backends: serde_json::Value, env: &[(&str, String)]) -> (Se
 }
 
 fn feed(port: u16) -> FeedSnapshot {
-    let (status, body) = get(port, "/v1/feed", Some(TOKEN)).unwrap();
+    let (status, body) = get(port, "/v1/feed?region=us-east-1", Some(TOKEN)).unwrap();
     assert_eq!(status, 200, "{body}");
     FeedSnapshot::parse(body.as_bytes()).unwrap()
 }
@@ -162,7 +162,21 @@ fn container_credentials_and_profile_through_the_default_chain() {
     let f = feed(port);
     let pod = f.backends.iter().find(|b| b.name == "pod").unwrap();
     assert_eq!(pod.access_key_id, "ASIACONTAINER0000001");
-    assert_eq!(pod.secret_access_key, "container-secret");
+    // The secret itself never travels: today's derived key does.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let today = bucketgate_core::AmzDate::from_unix(now).unwrap();
+    let keys = pod.signing_keys.to_keys().unwrap();
+    let scope = bucketgate_core::derived::scope(today.date(), "us-east-1");
+    let expected = bucketgate_core::crypto::SigningKey::derive(
+        &bucketgate_core::SecretKey::new("container-secret"),
+        today.date(),
+        "us-east-1",
+        "s3",
+    );
+    assert_eq!(keys.get(&scope).unwrap().expose(), expected.expose());
     assert_eq!(
         pod.session_token.as_deref(),
         Some("container-session-token")

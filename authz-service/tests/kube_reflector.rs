@@ -346,6 +346,7 @@ fn gateway() -> Gateway {
             region: "us-east-1".into(),
             addressing: UpstreamAddressing::Path,
             credentials: AdminCredentials {
+                signing_keys: None,
                 access_key_id: "AKIAADMIN".into(),
                 secret: SecretKey::new("admin"),
                 session_token: None,

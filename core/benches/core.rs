@@ -75,6 +75,7 @@ fn verify_benches(c: &mut Criterion) {
     });
 
     let admin = AdminCredentials {
+        signing_keys: None,
         access_key_id: "AKIAADMIN00000000001".into(),
         secret: SecretKey::new("admin-secret"),
         session_token: None,

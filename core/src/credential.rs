@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::date::UnixSeconds;
+use crate::derived::{DerivedKeys, KeyRef};
 use crate::error::DenyReason;
 use crate::secret::SecretKey;
 
@@ -38,9 +39,20 @@ pub struct Credential {
     pub rps: Option<u32>,
     pub quota_soft_bytes: Option<u64>,
     pub quota_hard_bytes: Option<u64>,
+    /// In the data plane, from the broker's feed: date-scoped derived keys
+    /// instead of the secret (which is then empty). See [`crate::derived`].
+    pub signing_keys: Option<DerivedKeys>,
 }
 
 impl Credential {
+    /// What the tenant's signatures are checked with.
+    pub fn key(&self) -> KeyRef<'_> {
+        match &self.signing_keys {
+            Some(d) => KeyRef::Derived(d),
+            None => KeyRef::Secret(&self.secret),
+        }
+    }
+
     pub fn new(
         access_key_id: impl Into<String>,
         secret: impl Into<SecretKey>,
@@ -55,6 +67,7 @@ impl Credential {
             rps: None,
             quota_soft_bytes: None,
             quota_hard_bytes: None,
+            signing_keys: None,
         }
     }
 

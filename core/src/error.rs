@@ -182,7 +182,7 @@ impl DenyReason {
             InvalidBucketName => "The specified bucket is not valid.".into(),
             MalformedChunk(m) => format!("Malformed aws-chunked body: {m}").into(),
             MalformedXml(m) => format!("The XML you provided was not well-formed or did not validate against our published schema: {m}").into(),
-            HeaderNotAllowed(h) => format!("Access Denied: the header {h} is not allowed through this gateway.").into(),
+            HeaderNotAllowed(h) => format!("Access Denied: the header {h} (or this value of it) is not allowed through this gateway.").into(),
             QueryParameterNotAllowed(q) => format!("Access Denied: the query parameter {q} is not allowed through this gateway.").into(),
             IncompleteBody => "You did not provide the number of bytes specified by the Content-Length HTTP header.".into(),
             SignatureDoesNotMatch(_) => "The request signature we calculated does not match the signature you provided. Check your key and signing method.".into(),

@@ -1,32 +1,46 @@
 //! The credential feed: the merged snapshot the broker serves
-//! (`GET /v1/feed`, bearer token, ETag = `"<version>"`) and the WASM
-//! filter polls. One wire type, rendered by the broker and parsed by the
-//! filter, so the two can never disagree.
+//! (`GET /v1/feed?region=<r>[&region=…]`, bearer token, ETag =
+//! `"<version>"`) and the WASM filter polls. One wire type, rendered by the
+//! broker and parsed by the filter, so the two can never disagree.
+//!
+//! No raw secret leaves the broker: every credential travels as its
+//! date-scoped derived signing keys ([`crate::derived`]) for the regions
+//! the filter asked for, tenants for the days a presigned URL can still be
+//! valid plus tomorrow, admins for yesterday, today and tomorrow. The
+//! version changes with the day, so the filter picks up the next day's keys
+//! on its next poll.
 //!
 //! ```json
 //! {"version": "…",
-//!  "credentials": [{"access_key_id": "…", "secret_access_key": "…",
+//!  "credentials": [{"access_key_id": "…",
+//!                   "signing_keys": {"20261127/us-east-1/s3/aws4_request": "<64 hex>", …},
 //!                   "scopes": [{"bucket": "…", "backend": "…"}],
 //!                   "rps": 5, "expires_at": 1700000000, "disabled": false,
 //!                   "quota_soft_bytes": null, "quota_hard_bytes": null}],
 //!  "backends": [{"name": "…", "access_key_id": "…",
-//!                "secret_access_key": "…", "session_token": null}]}
+//!                "signing_keys": {…}, "session_token": null}]}
 //! ```
 //!
 //! `backends` carries the current upstream admin credentials (refreshed by
 //! the broker from its static config or the AWS default chain); a backend
 //! absent from the list keeps the credentials of the filter's own config.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
 
 use crate::credential::{Credential, Scope};
+use crate::crypto::SigningKey;
 use crate::date::UnixSeconds;
+use crate::derived::{self, DerivedKeys};
 use crate::resign::AdminCredentials;
+use crate::secret::SecretKey;
 
 /// The path the broker serves the feed on.
 pub const FEED_PATH: &str = "/v1/feed";
+/// The query parameter naming a region the filter verifies or signs for.
+pub const REGION_PARAM: &str = "region";
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -38,11 +52,51 @@ pub struct FeedSnapshot {
     pub backends: Vec<FeedBackend>,
 }
 
+/// Signing keys on the wire: credential scope → 64 hex digits. The hex
+/// strings are wiped when dropped.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(transparent)]
+pub struct WireKeys(BTreeMap<String, Zeroizing<String>>);
+
+impl std::fmt::Debug for WireKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.0.keys()).finish()
+    }
+}
+
+impl WireKeys {
+    pub fn from_keys(keys: &DerivedKeys) -> Self {
+        Self(
+            keys.iter()
+                .map(|(scope, k)| (scope.to_owned(), Zeroizing::new(hex::encode(k.expose()))))
+                .collect(),
+        )
+    }
+
+    /// The keys, refusing a malformed scope or key.
+    pub fn to_keys(&self) -> Result<DerivedKeys, String> {
+        let mut out = DerivedKeys::default();
+        for (scope, hex_key) in &self.0 {
+            let parts: Vec<&str> = scope.split('/').collect();
+            let valid_scope = matches!(parts.as_slice(), [d, r, "s3", "aws4_request"]
+                if d.len() == 8 && d.bytes().all(|b| b.is_ascii_digit()) && !r.is_empty());
+            if !valid_scope {
+                return Err(format!("bad signing key scope {scope:?}"));
+            }
+            let mut bytes = Zeroizing::new([0u8; 32]);
+            hex::decode_to_slice(hex_key.as_str(), &mut bytes[..])
+                .map_err(|_| format!("the signing key for {scope} is not 64 hex digits"))?;
+            out.insert(scope.clone(), SigningKey::from_bytes(*bytes));
+        }
+        Ok(out)
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FeedCredential {
     pub access_key_id: String,
-    pub secret_access_key: String,
+    pub signing_keys: WireKeys,
     pub scopes: Vec<Scope>,
     #[serde(default)]
     pub rps: Option<u32>,
@@ -62,16 +116,63 @@ pub struct FeedCredential {
 pub struct FeedBackend {
     pub name: String,
     pub access_key_id: String,
-    pub secret_access_key: String,
+    pub signing_keys: WireKeys,
     #[serde(default)]
     pub session_token: Option<String>,
 }
 
-impl From<&Credential> for FeedCredential {
-    fn from(c: &Credential) -> Self {
+/// The dates and regions a feed response covers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Coverage {
+    pub tenant_dates: Vec<String>,
+    pub admin_dates: Vec<String>,
+    pub regions: Vec<String>,
+}
+
+impl Coverage {
+    /// What a feed rendered at `now` for `regions` covers.
+    pub fn at(now: UnixSeconds, regions: Vec<String>) -> Self {
+        Self {
+            tenant_dates: derived::dates_around(
+                now,
+                derived::TENANT_DAYS_BACK,
+                derived::DAYS_AHEAD,
+            ),
+            admin_dates: derived::dates_around(now, derived::ADMIN_DAYS_BACK, derived::DAYS_AHEAD),
+            regions,
+        }
+    }
+
+    /// Part of the feed version: the content changes with these.
+    pub fn tag(&self) -> String {
+        format!(
+            "{}-{}",
+            self.tenant_dates
+                .last()
+                .map(String::as_str)
+                .unwrap_or_default(),
+            self.regions.join("+")
+        )
+    }
+}
+
+/// Valid region names for the feed query: `[a-z0-9-]`, 1–32 characters.
+pub fn valid_region(r: &str) -> bool {
+    (1..=32).contains(&r.len())
+        && r.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+impl FeedCredential {
+    /// A credential as the feed carries it: its derived keys only.
+    pub fn derived(c: &Credential, cover: &Coverage) -> Self {
+        let keys = match &c.signing_keys {
+            Some(k) => k.clone(),
+            None => DerivedKeys::derive(&c.secret, &cover.tenant_dates, &cover.regions),
+        };
         Self {
             access_key_id: c.access_key_id.clone(),
-            secret_access_key: c.secret.expose().to_owned(),
+            signing_keys: WireKeys::from_keys(&keys),
             scopes: c.scopes.clone(),
             rps: c.rps,
             expires_at: c.expires_at,
@@ -80,30 +181,43 @@ impl From<&Credential> for FeedCredential {
             quota_hard_bytes: c.quota_hard_bytes,
         }
     }
-}
 
-impl From<FeedCredential> for Credential {
-    fn from(f: FeedCredential) -> Self {
-        Self {
-            access_key_id: f.access_key_id,
-            secret: f.secret_access_key.into(),
-            scopes: f.scopes,
-            disabled: f.disabled,
-            expires_at: f.expires_at,
-            rps: f.rps,
-            quota_soft_bytes: f.quota_soft_bytes,
-            quota_hard_bytes: f.quota_hard_bytes,
-        }
+    /// The data plane's credential: no secret, the derived keys.
+    pub fn to_credential(&self) -> Result<Credential, String> {
+        let mut c = Credential::new(
+            self.access_key_id.clone(),
+            SecretKey::new(""),
+            self.scopes.clone(),
+        );
+        c.signing_keys = Some(self.signing_keys.to_keys()?);
+        c.rps = self.rps;
+        c.expires_at = self.expires_at;
+        c.disabled = self.disabled;
+        c.quota_soft_bytes = self.quota_soft_bytes;
+        c.quota_hard_bytes = self.quota_hard_bytes;
+        Ok(c)
     }
 }
 
 impl FeedBackend {
-    pub fn admin_credentials(&self) -> AdminCredentials {
-        AdminCredentials {
-            access_key_id: self.access_key_id.clone(),
-            secret: self.secret_access_key.as_str().into(),
-            session_token: self.session_token.clone(),
+    pub fn derived(name: &str, admin: &AdminCredentials, cover: &Coverage) -> Self {
+        let keys = match &admin.signing_keys {
+            Some(k) => k.clone(),
+            None => DerivedKeys::derive(&admin.secret, &cover.admin_dates, &cover.regions),
+        };
+        Self {
+            name: name.to_owned(),
+            access_key_id: admin.access_key_id.clone(),
+            signing_keys: WireKeys::from_keys(&keys),
+            session_token: admin.session_token.clone(),
         }
+    }
+
+    pub fn admin_credentials(&self) -> Result<AdminCredentials, String> {
+        let mut a = AdminCredentials::new(self.access_key_id.clone(), "");
+        a.session_token = self.session_token.clone();
+        a.signing_keys = Some(self.signing_keys.to_keys()?);
+        Ok(a)
     }
 }
 
@@ -118,6 +232,7 @@ impl FeedSnapshot {
             if !seen.insert(c.access_key_id.as_str()) {
                 return Err(format!("duplicate access key {} in feed", c.access_key_id));
             }
+            c.signing_keys.to_keys()?;
         }
         Ok(feed)
     }
@@ -126,12 +241,15 @@ impl FeedSnapshot {
         serde_json::to_string(self).unwrap_or_default()
     }
 
-    /// The credentials by access key id.
+    /// The credentials by access key id (keys already validated by `parse`).
     pub fn credential_map(&self) -> HashMap<String, Credential> {
         self.credentials
             .iter()
-            .cloned()
-            .map(|c| (c.access_key_id.clone(), Credential::from(c)))
+            .filter_map(|c| {
+                c.to_credential()
+                    .ok()
+                    .map(|cred| (c.access_key_id.clone(), cred))
+            })
             .collect()
     }
 }
@@ -140,24 +258,47 @@ impl FeedSnapshot {
 mod tests {
     use super::*;
 
+    const NOW: UnixSeconds = 1_369_353_600; // 2013-05-24
+
     #[test]
-    fn round_trip_and_duplicates() {
+    fn round_trip_without_secrets() {
         let mut c = Credential::new("AKIAFEED", "s3cr3t", vec![Scope::new("main", "alpha")]);
         c.rps = Some(3);
         c.expires_at = Some(1_700_000_000);
+        let cover = Coverage::at(NOW, vec!["us-east-1".into()]);
+        let mut admin = AdminCredentials::new("ADMIN", "adminsecret");
+        admin.session_token = Some("tok".into());
         let feed = FeedSnapshot {
             version: "7".into(),
-            credentials: vec![FeedCredential::from(&c)],
-            backends: vec![FeedBackend {
-                name: "main".into(),
-                access_key_id: "ADMIN".into(),
-                secret_access_key: "adminsecret".into(),
-                session_token: Some("tok".into()),
-            }],
+            credentials: vec![FeedCredential::derived(&c, &cover)],
+            backends: vec![FeedBackend::derived("main", &admin, &cover)],
         };
-        let parsed = FeedSnapshot::parse(feed.to_json().as_bytes()).unwrap();
+        let json = feed.to_json();
+        assert!(
+            !json.contains("s3cr3t") && !json.contains("adminsecret"),
+            "{json}"
+        );
+        assert!(!json.contains("secret_access_key"));
+        let parsed = FeedSnapshot::parse(json.as_bytes()).unwrap();
         assert_eq!(parsed, feed);
-        assert_eq!(parsed.credential_map()["AKIAFEED"], c);
+        let got = &parsed.credential_map()["AKIAFEED"];
+        assert!(got.secret.is_empty());
+        assert_eq!(
+            (got.rps, got.expires_at, &got.scopes),
+            (c.rps, c.expires_at, &c.scopes)
+        );
+        // Nine days of tenant keys, three of admin keys, for the region asked.
+        let keys = got.signing_keys.as_ref().unwrap();
+        assert_eq!(keys.len(), 9);
+        let today = keys.get("20130524/us-east-1/s3/aws4_request").unwrap();
+        assert_eq!(
+            today.expose(),
+            SigningKey::derive(&c.secret, "20130524", "us-east-1", "s3").expose()
+        );
+        assert!(keys.get("20130516/us-east-1/s3/aws4_request").is_none());
+        let a = parsed.backends[0].admin_credentials().unwrap();
+        assert_eq!(a.signing_keys.as_ref().unwrap().len(), 3);
+        assert_eq!(a.session_token.as_deref(), Some("tok"));
 
         let mut dup = feed.clone();
         dup.credentials.push(dup.credentials[0].clone());
@@ -167,5 +308,33 @@ mod tests {
                 .contains("duplicate")
         );
         assert!(FeedSnapshot::parse(b"{\"version\":\"1\"}").is_err());
+        // A raw secret is not a feed field any more.
+        let old = json.replacen(
+            "\"signing_keys\"",
+            "\"secret_access_key\":\"x\",\"signing_keys\"",
+            1,
+        );
+        assert!(FeedSnapshot::parse(old.as_bytes()).is_err());
+        let bad = json.replacen(
+            "20130524/us-east-1/s3/aws4_request\":\"",
+            "20130524/us-east-1/s3/aws4_request\":\"zz",
+            1,
+        );
+        assert!(FeedSnapshot::parse(bad.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn coverage_changes_with_the_day_and_regions() {
+        let a = Coverage::at(NOW, vec!["us-east-1".into()]);
+        let b = Coverage::at(NOW + 86_400, vec!["us-east-1".into()]);
+        let c = Coverage::at(NOW, vec!["us-east-1".into(), "eu-west-1".into()]);
+        assert_ne!(a.tag(), b.tag());
+        assert_ne!(a.tag(), c.tag());
+        assert!(
+            valid_region("us-east-1")
+                && !valid_region("US")
+                && !valid_region("")
+                && !valid_region("a/b")
+        );
     }
 }

@@ -300,7 +300,7 @@ impl Gateway {
             cred.check_usable(now)?;
             let verified = self
                 .verifier
-                .verify(parts, auth, &cred.secret, cx.cache, now)?;
+                .verify(parts, auth, cred.key(), cx.cache, now)?;
             Ok((cred, verified))
         });
         let (cred, verified) = match authenticated {

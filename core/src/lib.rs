@@ -11,6 +11,7 @@ pub mod contract;
 pub mod credential;
 pub mod crypto;
 pub mod date;
+pub mod derived;
 pub mod error;
 pub mod feed;
 pub mod gateway;

@@ -265,7 +265,7 @@ fn amz_header_allowed(name: &str, value: &str) -> Option<Result<(), DenyReason>>
         return None;
     }
     // ACL grants and object lock: PutObjectAcl / PutObjectRetention by the
-    // back door; refused as the operations are.
+    // back door; refused as the operations are, naming the header.
     let widening = match name {
         "x-amz-acl" => !PRIVATE_CANNED_ACLS
             .iter()
@@ -273,9 +273,7 @@ fn amz_header_allowed(name: &str, value: &str) -> Option<Result<(), DenyReason>>
         _ => name.starts_with("x-amz-grant-") || name.starts_with("x-amz-object-lock-"),
     };
     if widening {
-        return Some(Err(DenyReason::AccessDenied(
-            AccessDeniedReason::OperationNotAllowed,
-        )));
+        return Some(Err(DenyReason::HeaderNotAllowed(name.to_owned())));
     }
     if name.starts_with("x-amz-meta-") || ALLOWED_AMZ_HEADERS.contains(&name) {
         return Some(Ok(()));
@@ -289,8 +287,8 @@ fn amz_header_allowed(name: &str, value: &str) -> Option<Result<(), DenyReason>>
 ///   `x-amz-meta-*`), signed or not; other S3 implementations' namespaces
 ///   ([`VENDOR_PREFIXES`]) are refused;
 /// - `x-amz-acl` other than a private canned ACL, any `x-amz-grant-*` and
-///   any `x-amz-object-lock-*` header is refused as `OperationNotAllowed`:
-///   PutObjectAcl / PutObjectRetention by the back door;
+///   any `x-amz-object-lock-*` header is refused too: PutObjectAcl /
+///   PutObjectRetention by the back door;
 /// - `x-amz-*` query parameters: AWS honours headers hoisted into a
 ///   presigned URL's query, so in a presigned request they get the same
 ///   checks as headers (the presign parameters themselves excepted); a
@@ -321,11 +319,8 @@ pub fn check_headers(
         if location == AuthLocation::Header {
             return Err(DenyReason::QueryParameterNotAllowed(k.into_owned()));
         }
-        match amz_header_allowed(&lower, &query::decode(v)) {
-            Some(Err(DenyReason::HeaderNotAllowed(_))) | None => {
-                return Err(DenyReason::QueryParameterNotAllowed(k.into_owned()));
-            }
-            Some(r) => r?,
+        if !matches!(amz_header_allowed(&lower, &query::decode(v)), Some(Ok(()))) {
+            return Err(DenyReason::QueryParameterNotAllowed(k.into_owned()));
         }
     }
     Ok(())

@@ -217,7 +217,8 @@ pub struct S3Request<'a> {
 /// so do we. A listed name we do not expect in a given shape makes the
 /// request [`Operation::Unknown`]; so does any parameter equal to one of
 /// these names ignoring case but not exactly (a lenient upstream might
-/// honour `?ACL` where S3 ignores it). The tail are sub-resources of newer
+/// honour `?ACL` where S3 ignores it), and so does a listed name written
+/// with percent-escapes. The tail are sub-resources of newer
 /// S3 APIs and of MinIO / Ceph that we do not support.
 const SUBRESOURCES: &[&str] = &[
     "accelerate",
@@ -447,9 +448,15 @@ fn check_key_shape(key: &str, what: &'static str) -> Result<(), DenyReason> {
 /// `None` when a parameter matches one only case-insensitively.
 fn subresources(raw_query: &str) -> Option<Vec<&'static str>> {
     let mut found: Vec<&'static str> = Vec::new();
-    for (k, _) in query::raw_pairs(raw_query) {
-        let k = query::decode(k);
+    for (raw, _) in query::raw_pairs(raw_query) {
+        let k = query::decode(raw);
         if let Some(s) = SUBRESOURCES.iter().find(|s| **s == k) {
+            // A sub-resource spelled with escapes (`%64elete`) is one a
+            // router matching the raw query (Envoy's body routes for
+            // DeleteObjects) would not see: refuse to guess.
+            if k != raw {
+                return None;
+            }
             if !found.contains(s) {
                 found.push(s);
             }

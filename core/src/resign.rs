@@ -12,12 +12,11 @@
 
 use crate::crypto::{Hex64, SigningKey};
 use crate::date::{AmzDate, UnixSeconds};
+use crate::derived::{DerivedKeys, KeyRef};
 use crate::error::DenyReason;
 use crate::http::RequestParts;
 use crate::secret::SecretKey;
-use crate::sigv4::{
-    AuthLocation, PayloadMode, SigningKeyCache, Verified, cached_signing_key, canonical, param,
-};
+use crate::sigv4::{AuthLocation, PayloadMode, SigningKeyCache, Verified, canonical, param};
 
 /// How the upstream addresses buckets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -36,6 +35,29 @@ pub struct AdminCredentials {
     pub secret: SecretKey,
     /// Forwarded as `x-amz-security-token` (STS, IRSA, Pod Identity).
     pub session_token: Option<String>,
+    /// From the broker's feed: date-scoped derived keys instead of the
+    /// secret (then empty). See [`crate::derived`].
+    pub signing_keys: Option<DerivedKeys>,
+}
+
+impl AdminCredentials {
+    /// Static credentials (a secret, no session token).
+    pub fn new(access_key_id: impl Into<String>, secret: impl Into<SecretKey>) -> Self {
+        Self {
+            access_key_id: access_key_id.into(),
+            secret: secret.into(),
+            session_token: None,
+            signing_keys: None,
+        }
+    }
+
+    /// What the re-signer signs with.
+    pub fn key(&self) -> KeyRef<'_> {
+        match &self.signing_keys {
+            Some(d) => KeyRef::Derived(d),
+            None => KeyRef::Secret(&self.secret),
+        }
+    }
 }
 
 /// Where and as whom the request is forwarded.
@@ -116,7 +138,7 @@ pub fn resign(
     let amz_date =
         AmzDate::from_unix(now).ok_or(DenyReason::InternalError("clock out of range"))?;
     let creds = upstream.credentials;
-    if creds.access_key_id.is_empty() || creds.secret.is_empty() {
+    if creds.access_key_id.is_empty() || creds.key().is_empty() {
         return Err(DenyReason::InternalError(
             "backend has no admin credentials",
         ));
@@ -183,7 +205,10 @@ pub fn resign(
     );
     let scope = format!("{}/{}/s3/aws4_request", amz_date.date(), upstream.region);
     let string_to_sign = canonical::string_to_sign(amz_date.as_str(), &scope, &canonical_request);
-    let signing_key = cached_signing_key(cache, &creds.access_key_id, &creds.secret, &scope);
+    let signing_key = creds
+        .key()
+        .signing_key(cache, &creds.access_key_id, &scope)
+        .ok_or(DenyReason::InternalError("no admin signing key for today"))?;
     let signature = signing_key.sign(string_to_sign.as_bytes());
 
     let mut set_headers = vec![

@@ -46,6 +46,13 @@ pub struct Settings<E> {
     extra: E,
 }
 
+impl<E> Settings<E> {
+    /// The adapter's own fields.
+    pub fn extra(&self) -> &E {
+        &self.extra
+    }
+}
+
 /// For an adapter without fields of its own.
 #[derive(Deserialize, Debug, Default)]
 pub struct NoExtras {}
@@ -203,6 +210,7 @@ impl<E> Settings<E> {
                     access_key_id: key,
                     secret: secret.into(),
                     session_token: b.session_token.filter(|t| !t.is_empty()),
+                    signing_keys: None,
                 },
             });
         }

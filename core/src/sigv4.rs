@@ -17,6 +17,7 @@ pub use parse::{
 
 use crate::crypto::{Hex64, SigningKey};
 use crate::date::UnixSeconds;
+use crate::derived::KeyRef;
 use crate::error::{DenyReason, SignatureMismatch};
 use crate::http::RequestParts;
 use crate::secret::SecretKey;
@@ -61,11 +62,11 @@ impl Verifier {
     }
 
     /// Verifies `auth` (parsed from `req`) under `secret` at time `now`.
-    pub fn verify<'a>(
+    pub fn verify<'a, 'k>(
         &self,
         req: &RequestParts<'a>,
         auth: Auth<'a>,
-        secret: &SecretKey,
+        key: impl Into<KeyRef<'k>>,
         cache: &dyn SigningKeyCache,
         now: UnixSeconds,
     ) -> Result<Verified<'a>, DenyReason> {
@@ -75,7 +76,14 @@ impl Verifier {
         let canonical = canonical_request_for(req, &auth);
         let string_to_sign =
             canonical::string_to_sign(auth.amz_date.as_str(), auth.scope(), &canonical);
-        let signing_key = self.signing_key(&auth, secret, cache);
+        // Fail closed: derived keys that do not cover the signed scope (a
+        // broker whose feed was asked for other regions) verify nothing.
+        let signing_key = key
+            .into()
+            .signing_key(cache, auth.access_key_id(), auth.scope())
+            .ok_or(DenyReason::InternalError(
+                "no signing key for the request's date and region",
+            ))?;
         let expected = signing_key.sign(string_to_sign.as_bytes());
         if !expected.ct_eq_str(auth.signature.as_bytes()) {
             return Err(DenyReason::SignatureDoesNotMatch(Box::new(
@@ -92,21 +100,6 @@ impl Verifier {
             signing_key,
             seed_signature: expected,
         })
-    }
-
-    fn signing_key(
-        &self,
-        auth: &Auth<'_>,
-        secret: &SecretKey,
-        cache: &dyn SigningKeyCache,
-    ) -> SigningKey {
-        let (akid, fp, scope) = (auth.access_key_id(), secret.fingerprint(), auth.scope());
-        if let Some(k) = cache.get(akid, fp, scope) {
-            return k;
-        }
-        let k = SigningKey::derive(secret, auth.date(), auth.region(), auth.service());
-        cache.insert(akid, fp, scope, k.clone());
-        k
     }
 
     fn check_scope(&self, auth: &Auth<'_>) -> Result<(), DenyReason> {

@@ -10,6 +10,7 @@ mod signer;
 use std::collections::HashMap;
 
 use bucketgate_core::chunked::ChunkLimits;
+use bucketgate_core::feed::{Coverage, FeedBackend, FeedCredential};
 use bucketgate_core::gateway::{
     Action, Backend, Context, Decision, Gateway, NoUsage, Outcome, QuotaUsage,
 };
@@ -36,6 +37,7 @@ fn gateway() -> Gateway {
                 region: "us-east-1".into(),
                 addressing: UpstreamAddressing::Path,
                 credentials: AdminCredentials {
+                    signing_keys: None,
                     access_key_id: "AKIAOTHER".into(),
                     secret: SecretKey::new("other"),
                     session_token: None,
@@ -47,6 +49,7 @@ fn gateway() -> Gateway {
                 region: "us-east-1".into(),
                 addressing: UpstreamAddressing::Path,
                 credentials: AdminCredentials {
+                    signing_keys: None,
                     access_key_id: "AKIAADMIN".into(),
                     secret: SecretKey::new("admin"),
                     session_token: Some("tok".into()),
@@ -82,6 +85,7 @@ struct Run {
     creds: HashMap<String, Credential>,
     limiter: RateLimiter,
     cache: FixedKeyCache<8>,
+    gateway: Gateway,
 }
 
 impl Run {
@@ -90,7 +94,24 @@ impl Run {
             creds: creds(),
             limiter: RateLimiter::new(LimiterConfig::default()),
             cache: FixedKeyCache::default(),
+            gateway: gateway(),
         }
+    }
+
+    /// The same, with tenant and admin credentials as the broker's feed
+    /// carries them: date-scoped derived keys, no secret.
+    fn derived() -> Self {
+        let cover = Coverage::at(NOW as i64, vec!["us-east-1".into()]);
+        let mut r = Self::new();
+        for c in r.creds.values_mut() {
+            *c = FeedCredential::derived(c, &cover).to_credential().unwrap();
+        }
+        for b in &mut r.gateway.backends {
+            b.credentials = FeedBackend::derived(&b.name, &b.credentials, &cover)
+                .admin_credentials()
+                .unwrap();
+        }
+        r
     }
 
     fn send(
@@ -121,7 +142,7 @@ impl Run {
         );
         let hs = borrowed(&s.headers);
         let parts = RequestParts::new(method, &s.target, &hs);
-        gateway().handle(
+        self.gateway.handle(
             &parts,
             Context {
                 credentials: &self.creds,
@@ -214,7 +235,7 @@ fn denials_map_to_the_contract() {
         SECRET,
         &NoUsage,
     );
-    assert_eq!(denied(&o), (403, "operation_denied"));
+    assert_eq!(denied(&o), (403, "header_not_allowed"));
 }
 
 #[test]
@@ -406,4 +427,37 @@ fn key_naming_bodies_are_inspected_and_headers_allowlisted() {
     o.refuse(DenyReason::MalformedXml("x"));
     assert_eq!(denied(&o), (400, "malformed_xml"));
     assert!(o.audit.always && o.audit.decision == Decision::Deny);
+}
+
+#[test]
+fn derived_keys_verify_and_resign_exactly_like_the_secrets() {
+    let (mut plain, mut derived) = (Run::new(), Run::derived());
+    assert!(derived.creds[AKID].secret.is_empty());
+    for (m, t) in [
+        ("GET", "/alpha/k"),
+        ("PUT", "/beta/dir/x"),
+        ("DELETE", "/alpha/k"),
+    ] {
+        let a = plain.send(m, t, &[], EMPTY, SECRET, &NoUsage);
+        let b = derived.send(m, t, &[], EMPTY, SECRET, &NoUsage);
+        let (Action::Forward(a), Action::Forward(b)) = (&a.action, &b.action) else {
+            panic!("{m} {t}: {a:?} / {b:?}")
+        };
+        assert_eq!(a.resigned.set_headers, b.resigned.set_headers, "{m} {t}");
+        assert_eq!(a.resigned.path, b.resigned.path);
+    }
+    // A wrong secret still fails; a date the keys do not cover fails closed.
+    let o = derived.send("GET", "/alpha/k", &[], EMPTY, "wrong", &NoUsage);
+    assert_eq!(denied(&o), (401, "signature_mismatch"));
+    let mut later = Run::derived();
+    let cover = Coverage::at(NOW as i64 + 30 * 86_400, vec!["us-east-1".into()]);
+    for c in later.creds.values_mut() {
+        let mut fresh = Credential::new(AKID, SECRET, c.scopes.clone());
+        fresh = FeedCredential::derived(&fresh, &cover)
+            .to_credential()
+            .unwrap();
+        *c = fresh;
+    }
+    let o = later.send("GET", "/alpha/k", &[], EMPTY, SECRET, &NoUsage);
+    assert_eq!(denied(&o), (500, "internal_error"));
 }

@@ -149,6 +149,7 @@ proptest! {
 
         // Re-sign for the upstream and compare with aws-sigv4 signing the forwarded request.
         let admin = AdminCredentials {
+            signing_keys: None,
             access_key_id: "AKIAADMIN00000000001".into(),
             secret: SecretKey::new("admin-secret"),
             session_token: c.admin_token.clone(),

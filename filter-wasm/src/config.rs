@@ -58,7 +58,14 @@ pub struct Config {
 pub fn parse(json: &[u8]) -> Result<Config, String> {
     let raw: Settings<Extras> =
         serde_json::from_slice(json).map_err(|e| format!("invalid JSON: {e}"))?;
-    let (shared, extras) = raw.build(AdminKeys::Required)?;
+    // With a feed, the admin keys may come from the broker only (as derived
+    // keys): the plugin config then need not hold the admin secret.
+    let admin = if raw.extra().feed.is_some() {
+        AdminKeys::Optional
+    } else {
+        AdminKeys::Required
+    };
+    let (shared, extras) = raw.build(admin)?;
     let backends = &shared.gateway.backends;
     let mut credentials = HashMap::new();
     for c in extras.credentials {
@@ -93,9 +100,17 @@ pub fn parse(json: &[u8]) -> Result<Config, String> {
             return Err(format!("{what} is defined twice"));
         }
     }
+    // The feed derives keys for the regions tenants sign for and the
+    // backends are signed for.
+    let mut regions: Vec<String> = shared.gateway.verifier.regions.clone();
+    for b in backends {
+        if !regions.contains(&b.region) {
+            regions.push(b.region.clone());
+        }
+    }
     let feed = extras
         .feed
-        .map(crate::feed::FeedSettings::validate)
+        .map(|f| crate::feed::FeedSettings::validate(f, regions))
         .transpose()?;
     Ok(Config {
         gateway: shared.gateway,

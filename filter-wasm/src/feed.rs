@@ -73,6 +73,8 @@ pub struct FeedSettings {
     pub token: String,
     pub poll_ms: u64,
     pub timeout_ms: u64,
+    /// Regions to ask derived keys for (`?region=`).
+    pub regions: Vec<String>,
 }
 
 impl std::fmt::Debug for FeedSettings {
@@ -87,7 +89,15 @@ impl std::fmt::Debug for FeedSettings {
 }
 
 impl FeedSettings {
-    pub(crate) fn validate(raw: RawFeed) -> Result<Self, String> {
+    pub(crate) fn validate(raw: RawFeed, regions: Vec<String>) -> Result<Self, String> {
+        if let Some(r) = regions
+            .iter()
+            .find(|r| !bucketgate_core::feed::valid_region(r))
+        {
+            return Err(format!(
+                "feed: region '{r}' cannot be asked for ([a-z0-9-])"
+            ));
+        }
         if raw.cluster.is_empty() || raw.authority.is_empty() {
             return Err("feed: cluster and authority must not be empty".into());
         }
@@ -106,14 +116,27 @@ impl FeedSettings {
             token: raw.token,
             poll_ms: raw.poll_ms,
             timeout_ms: raw.timeout_ms,
+            regions,
         })
+    }
+
+    /// `/v1/feed?region=a&region=b`.
+    pub fn path(&self) -> String {
+        let mut p = String::from(FEED_PATH);
+        for (i, r) in self.regions.iter().enumerate() {
+            p.push(if i == 0 { '?' } else { '&' });
+            p.push_str(bucketgate_core::feed::REGION_PARAM);
+            p.push('=');
+            p.push_str(r);
+        }
+        p
     }
 
     /// Headers of the poll request.
     pub fn request_headers(&self, etag_version: Option<&str>) -> Vec<(String, String)> {
         let mut h = vec![
             (":method".into(), "GET".into()),
-            (":path".into(), FEED_PATH.into()),
+            (":path".into(), self.path()),
             (":authority".into(), self.authority.clone()),
             ("authorization".into(), format!("Bearer {}", self.token)),
             ("accept".into(), "application/json".into()),
@@ -183,8 +206,11 @@ pub fn apply(base: &Config, feed: &FeedSnapshot) -> Config {
         c.credentials.insert(id, cred);
     }
     for fb in &feed.backends {
-        if let Some(b) = c.gateway.backends.iter_mut().find(|b| b.name == fb.name) {
-            b.credentials = fb.admin_credentials();
+        if let (Some(b), Ok(a)) = (
+            c.gateway.backends.iter_mut().find(|b| b.name == fb.name),
+            fb.admin_credentials(),
+        ) {
+            b.credentials = a;
         }
     }
     c
@@ -194,7 +220,10 @@ pub fn apply(base: &Config, feed: &FeedSnapshot) -> Config {
 mod tests {
     use super::*;
     use bucketgate_core::credential::{Credential, Scope};
-    use bucketgate_core::feed::{FeedBackend, FeedCredential};
+    use bucketgate_core::crypto::SigningKey;
+    use bucketgate_core::derived::KeyRef;
+    use bucketgate_core::feed::{Coverage, FeedBackend, FeedCredential};
+    use bucketgate_core::resign::AdminCredentials;
 
     const PLUGIN: &str = r#"{
         "region": "us-east-1",
@@ -209,19 +238,36 @@ mod tests {
         "feed": {"cluster": "bucketgate_feed", "token": "tok", "poll_ms": 500}
     }"#;
 
+    const NOW: i64 = 1_369_353_600; // 2013-05-24
+
+    fn cover() -> Coverage {
+        Coverage::at(NOW, vec!["us-east-1".into()])
+    }
+
     fn feed() -> FeedSnapshot {
         let both = Credential::new("AKIABOTH", "feed-both", vec![Scope::new("local", "b")]);
         let only = Credential::new("AKIAFEED", "feed-only", vec![Scope::new("local", "c")]);
+        let mut admin = AdminCredentials::new("FEEDADMIN", "feed-admin");
+        admin.session_token = Some("session".into());
         FeedSnapshot {
             version: "v1".into(),
-            credentials: vec![FeedCredential::from(&both), FeedCredential::from(&only)],
-            backends: vec![FeedBackend {
-                name: "local".into(),
-                access_key_id: "FEEDADMIN".into(),
-                secret_access_key: "feed-admin".into(),
-                session_token: Some("session".into()),
-            }],
+            credentials: vec![
+                FeedCredential::derived(&both, &cover()),
+                FeedCredential::derived(&only, &cover()),
+            ],
+            backends: vec![FeedBackend::derived("local", &admin, &cover())],
         }
+    }
+
+    /// The key a credential from the feed verifies with today, as derived
+    /// from `secret` directly.
+    fn today_key_matches(keys: KeyRef<'_>, secret: &str) -> bool {
+        let scope = bucketgate_core::derived::scope("20130524", "us-east-1");
+        keys.signing_key(&bucketgate_core::sigv4::NoCache, "x", &scope)
+            .is_some_and(|k| {
+                k.expose()
+                    == SigningKey::derive(&secret.into(), "20130524", "us-east-1", "s3").expose()
+            })
     }
 
     #[test]
@@ -239,7 +285,7 @@ mod tests {
         );
         assert!(!format!("{f:?}").contains("tok\""));
         let h = f.request_headers(Some("v1"));
-        assert!(h.contains(&(":path".into(), "/v1/feed".into())));
+        assert!(h.contains(&(":path".into(), "/v1/feed?region=us-east-1".into())));
         assert!(h.contains(&("authorization".into(), "Bearer tok".into())));
         assert!(h.contains(&("if-none-match".into(), "\"v1\"".into())));
         assert!(
@@ -266,17 +312,23 @@ mod tests {
         let base = crate::config::parse(PLUGIN.as_bytes()).unwrap();
         let c = apply(&base, &feed());
         assert_eq!(c.credentials["AKIASTATIC"].secret.expose(), "static");
-        assert_eq!(c.credentials["AKIABOTH"].secret.expose(), "feed-both");
+        // Feed credentials carry derived keys only.
+        assert!(c.credentials["AKIABOTH"].secret.is_empty());
+        assert!(today_key_matches(
+            c.credentials["AKIABOTH"].key(),
+            "feed-both"
+        ));
         assert_eq!(
             c.credentials["AKIABOTH"].scopes,
             vec![Scope::new("local", "b")]
         );
-        assert_eq!(c.credentials["AKIAFEED"].secret.expose(), "feed-only");
+        assert!(today_key_matches(
+            c.credentials["AKIAFEED"].key(),
+            "feed-only"
+        ));
         let local = &c.gateway.backends[0].credentials;
-        assert_eq!(
-            (local.access_key_id.as_str(), local.secret.expose()),
-            ("FEEDADMIN", "feed-admin")
-        );
+        assert_eq!(local.access_key_id.as_str(), "FEEDADMIN");
+        assert!(local.secret.is_empty() && today_key_matches(local.key(), "feed-admin"));
         assert_eq!(local.session_token.as_deref(), Some("session"));
         assert_eq!(
             c.gateway.backends[1].credentials.access_key_id,

@@ -174,6 +174,36 @@ def test_a_created_key_works_through_the_feed(feed_env):
     assert status_of(lambda: gw.client(key="BGNOSUCHKEY000000000", secret="x").list_objects_v2(Bucket="alpha")) == 401
 
 
+def test_no_raw_secret_leaves_the_broker(feed_env):
+    """What the filter fetches is date-scoped derived keys: nothing in the
+    feed is a tenant's or the admin's secret, and every key is good for one
+    (date, region) only, the presign window's days plus tomorrow."""
+    gw, broker, (key, secret), _ = feed_env
+    r = requests.get(f"{broker.url}/v1/feed?region={REGION}", timeout=5,
+                     headers={"Authorization": f"Bearer {FEED_TOKEN}"})
+    assert r.status_code == 200
+    for leak in (secret, ADMIN_SECRET, "secret_access_key"):
+        assert leak not in r.text
+    feed = r.json()
+    entry = next(c for c in feed["credentials"] if c["access_key_id"] == key)
+    scopes = sorted(entry["signing_keys"])
+    assert len(scopes) == 9 and all(s.endswith(f"/{REGION}/s3/aws4_request") for s in scopes)
+    # Today's key is the SigV4 kSigning of the secret (botocore's derivation).
+    import datetime
+    import hmac
+    import hashlib
+    today = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d")
+    k = ("AWS4" + secret).encode()
+    for part in (today, REGION, "s3", "aws4_request"):
+        k = hmac.new(k, part.encode(), hashlib.sha256).digest()
+    assert entry["signing_keys"][f"{today}/{REGION}/s3/aws4_request"] == k.hex()
+    admin = feed["backends"][0]["signing_keys"]
+    assert len(admin) == 3 and f"{today}/{REGION}/s3/aws4_request" in admin
+    # Without the regions to derive for, the broker answers nothing.
+    assert requests.get(f"{broker.url}/v1/feed", timeout=5,
+                        headers={"Authorization": f"Bearer {FEED_TOKEN}"}).status_code == 400
+
+
 def test_a_key_created_while_running_arrives(feed_env):
     gw, broker, _, _ = feed_env
     key, secret = broker.create("beta")

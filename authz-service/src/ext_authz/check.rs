@@ -25,6 +25,10 @@ pub const CHUNKS_METADATA: &str = "chunks";
 /// the check, overwriting anything the client sent).
 pub const SOURCE_IP_HEADER: &str = "x-bucketgate-source-ip";
 
+/// The context extension the body routes set (`envoy/gateway.py`).
+pub const BODY_CONTEXT_KEY: &str = "bucketgate_body";
+pub const BODY_CONTEXT_BUFFERED: &str = "buffered";
+
 /// The header Envoy adds to the check when it buffered the body.
 const PARTIAL_BODY_HEADER: &str = "x-envoy-auth-partial-body";
 
@@ -113,10 +117,17 @@ impl<'r> Head<'r> {
         } else {
             &http.raw_body
         };
+        // Only a route that buffered the body says so in its context
+        // extensions (which the client cannot write); Envoy's partial-body
+        // header then says whether it is whole.
+        let buffered = attrs
+            .context_extensions
+            .get(BODY_CONTEXT_KEY)
+            .is_some_and(|v| v == BODY_CONTEXT_BUFFERED);
         let body_complete = headers
             .iter()
             .find(|(k, _)| *k == PARTIAL_BODY_HEADER)
-            .map(|(_, v)| v.trim().eq_ignore_ascii_case("false"));
+            .map(|(_, v)| buffered && v.trim().eq_ignore_ascii_case("false"));
         Ok(Self {
             body,
             body_complete,
@@ -332,7 +343,8 @@ mod tests {
     fn bodies_are_checked_only_when_envoy_handed_them_whole() {
         let good = b"<Delete><Object><Key>a//b</Key></Object></Delete>".to_vec();
         let bad = b"<Delete><Object><Key>x//../../other/k</Key></Object></Delete>".to_vec();
-        let with = |body: &[u8], partial: Option<&str>, len: usize| {
+        // `route`: the request came by a body route (its context extension).
+        let with = |body: &[u8], partial: Option<&str>, len: usize, route: bool| {
             let mut headers: std::collections::HashMap<String, String> = [
                 (":method".to_owned(), "POST".to_owned()),
                 ("content-length".to_owned(), len.to_string()),
@@ -342,28 +354,37 @@ mod tests {
             if let Some(p) = partial {
                 headers.insert(PARTIAL_BODY_HEADER.into(), p.into());
             }
-            check(HttpRequest {
+            let mut req = check(HttpRequest {
                 method: "POST".into(),
                 path: "/b?delete".into(),
                 headers,
-                raw_body: body.to_vec(),
+                body: String::from_utf8(body.to_vec()).unwrap(),
                 ..HttpRequest::default()
-            })
+            });
+            if route && let Some(a) = req.attributes.as_mut() {
+                a.context_extensions
+                    .insert(BODY_CONTEXT_KEY.into(), BODY_CONTEXT_BUFFERED.into());
+            }
+            req
         };
         let op = Operation::DeleteObjects;
-        let req = with(&good, Some("false"), good.len());
+        let req = with(&good, Some("false"), good.len(), true);
         assert_eq!(Head::from_check(&req).unwrap().check_body(op), Ok(()));
-        let req = with(&bad, Some("false"), bad.len());
+        let req = with(&bad, Some("false"), bad.len(), true);
         assert!(matches!(
             Head::from_check(&req).unwrap().check_body(op),
             Err(DenyReason::InvalidArgument(_))
         ));
-        // No body handed over, a partial one, or one of another length.
+        // No body handed over, a partial one, one of another length, or a
+        // partial-body header the client wrote on a request that missed the
+        // body routes.
         for req in [
-            with(&[], None, good.len()),
-            with(&good, None, good.len()),
-            with(&good, Some("true"), good.len()),
-            with(&good, Some("false"), good.len() + 1),
+            with(&[], None, good.len(), true),
+            with(&good, None, good.len(), true),
+            with(&good, Some("true"), good.len(), true),
+            with(&good, Some("false"), good.len() + 1, true),
+            with(&[], Some("false"), 0, false),
+            with(&good, Some("false"), good.len(), false),
         ] {
             assert!(matches!(
                 Head::from_check(&req).unwrap().check_body(op),

@@ -353,7 +353,6 @@ fn headers_that_widen_access() {
     ] {
         assert_eq!(check(&[("x-amz-acl", acl)]), Ok(()), "{acl}");
     }
-    let deny = Err(denied(AccessDeniedReason::OperationNotAllowed));
     for h in [
         ("x-amz-acl", "public-read"),
         ("X-Amz-Acl", "public-read-write"),
@@ -371,12 +370,13 @@ fn headers_that_widen_access() {
         ),
         ("x-amz-object-lock-legal-hold", "ON"),
     ] {
-        assert_eq!(check(&[("content-type", "a/b"), h]), deny, "{h:?}");
+        let named = Err(DenyReason::HeaderNotAllowed(h.0.to_ascii_lowercase()));
+        assert_eq!(check(&[("content-type", "a/b"), h]), named, "{h:?}");
     }
     // A private ACL followed by a public one is still refused.
     assert_eq!(
         check(&[("x-amz-acl", "private"), ("x-amz-acl", "public-read")]),
-        deny
+        Err(DenyReason::HeaderNotAllowed("x-amz-acl".into()))
     );
 }
 
@@ -481,7 +481,7 @@ fn amz_query_parameters() {
             "/uploads/k?X-Amz-Signature=s&x-amz-acl=public-read",
             AuthLocation::Query
         ),
-        Err(denied(AccessDeniedReason::OperationNotAllowed))
+        Err(DenyReason::QueryParameterNotAllowed("x-amz-acl".into()))
     );
     for t in [
         "/uploads/k?X-Amz-Signature=s&x-amz-bypass-governance-retention=true",
