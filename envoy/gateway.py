@@ -291,7 +291,10 @@ def render(args):
             "timeout": "0s",
             "idle_timeout": "300s",
         },
-        "request_headers_to_remove": ["x-bucketgate-cluster"],
+        # The client-address headers reach the upstream from no one
+        # (MinIO reads them for aws:SourceIp); Envoy resolved the address
+        # before routing.
+        "request_headers_to_remove": ["x-bucketgate-cluster", "x-forwarded-for", "forwarded", "x-real-ip"],
     }
     if args.mode == "ext-authz":
         forward["request_headers_to_remove"].append(SOURCE_IP_HEADER)
@@ -316,6 +319,10 @@ def render(args):
         "use_remote_address": True,
         "xff_num_trusted_hops": args.xff_trusted_hops,
         "skip_xff_append": True,
+        # Header names with underscores are refused (400): CGI-style
+        # front ends (Ceph RGW's, WSGI) map `x_amz_copy_source` onto the
+        # same variable as `x-amz-copy-source`, past every check here.
+        "common_http_protocol_options": {"headers_with_underscores_action": "REJECT_REQUEST"},
         "normalize_path": False,
         "merge_slashes": False,
         "path_with_escaped_slashes_action": "KEEP_UNCHANGED",

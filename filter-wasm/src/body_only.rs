@@ -209,6 +209,18 @@ mod http {
             }
         }
 
+        /// A chunk-re-signed body ended by HTTP/2 trailers: refused, as in
+        /// the full filter (the held, unverified bytes would be released).
+        fn on_http_request_trailers(&mut self, _n: usize) -> Action {
+            if self.denied {
+                return Action::Pause;
+            }
+            if self.body.is_some() {
+                return self.deny(&crate::guard::trailers_refused());
+            }
+            Action::Continue
+        }
+
         fn on_http_response_headers(&mut self, _n: usize, end: bool) -> Action {
             if !self.denied {
                 // (The request head is not readable in the response phase:

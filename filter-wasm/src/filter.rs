@@ -118,6 +118,8 @@ pub struct Root {
     /// The config with the latest feed snapshot applied (feed.rs).
     view: Option<SharedView>,
     poller: Option<Poller>,
+    /// See `auth_failure_seed`.
+    seed: u64,
 }
 
 impl Default for Root {
@@ -129,6 +131,7 @@ impl Default for Root {
             metrics: Rc::new(Metrics::default()),
             view: None,
             poller: None,
+            seed: 0,
         }
     }
 }
@@ -175,6 +178,7 @@ impl RootContext for Root {
                     c.gateway.backends.len(),
                     c.credentials.len()
                 );
+                self.seed = auth_failure_seed();
                 let c = Rc::new(c);
                 self.view = Some(Rc::new(RefCell::new(View::new(c.clone()))));
                 if let Some(settings) = c.feed.clone() {
@@ -210,6 +214,7 @@ impl RootContext for Root {
             None => self.config.clone(),
         };
         Some(Box::new(Filter {
+            seed: self.seed,
             config,
             cache: self.cache.clone(),
             metrics: self.metrics.clone(),
@@ -230,6 +235,7 @@ impl RootContext for Root {
 }
 
 struct Filter {
+    seed: u64,
     config: Option<Rc<Config>>,
     cache: Rc<KeyCache>,
     metrics: Rc<Metrics>,
@@ -350,6 +356,7 @@ impl Filter {
             .map(bucketgate_core::http::address_without_port);
         let mut limiter = SharedLimiter {
             cfg: &config.limits,
+            seed: self.seed,
         };
         let outcome = config.gateway.handle(
             &parts,
@@ -441,7 +448,10 @@ impl HttpContext for Filter {
         }
         if let Some(op) = self.inspect {
             return match crate::guard::inspect_body(op, size, end) {
-                Ok(true) => WasmAction::Continue,
+                Ok(true) => {
+                    self.inspect = None;
+                    WasmAction::Continue
+                }
                 Ok(false) => WasmAction::Pause,
                 Err(reason) => self.refuse(&reason),
             };
@@ -455,6 +465,20 @@ impl HttpContext for Filter {
                 self.deny(&reason)
             }
         }
+    }
+
+    /// HTTP/2 request trailers end a request without a body callback with
+    /// `end`: Envoy would then release whatever the filter held. A body the
+    /// filter must check whole (DeleteObjects, RestoreObject) or re-sign
+    /// chunk by chunk never ends that way for a real client, so refuse it.
+    fn on_http_request_trailers(&mut self, _n: usize) -> WasmAction {
+        if self.denied {
+            return WasmAction::Pause;
+        }
+        if self.inspect.is_some() || self.body.is_some() {
+            return self.refuse(&crate::guard::trailers_refused());
+        }
+        WasmAction::Continue
     }
 
     fn on_http_response_headers(&mut self, _n: usize, end: bool) -> WasmAction {
@@ -498,6 +522,35 @@ impl HttpContext for Filter {
 /// Token buckets in Envoy shared data: every worker VM sees the same state.
 struct SharedLimiter<'a> {
     cfg: &'a LimiterConfig,
+    /// The Envoy's slot seed (`auth_failure_seed`).
+    seed: u64,
+}
+
+/// Shared-data key of the per-Envoy seed of the authentication-failure slots.
+const SEED_KEY: &str = "bucketgate.rl.authfail.seed";
+
+/// The seed every worker of this Envoy uses: the first VM to configure
+/// writes one from the clock's nanoseconds (the VM has no RNG), the others
+/// read it.
+fn auth_failure_seed() -> u64 {
+    for _ in 0..8 {
+        let (data, cas) = hostcalls::get_shared_data(SEED_KEY).unwrap_or((None, None));
+        if let Some(seed) = data
+            .as_deref()
+            .and_then(|d| <[u8; 8]>::try_from(d).ok())
+            .map(u64::from_le_bytes)
+        {
+            return seed;
+        }
+        let nanos = hostcalls::get_current_time()
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos() as u64);
+        if hostcalls::set_shared_data(SEED_KEY, Some(&nanos.to_le_bytes()), cas).is_ok() {
+            return nanos;
+        }
+    }
+    0
 }
 
 impl SharedLimiter<'_> {
@@ -524,7 +577,7 @@ impl RateLimit for SharedLimiter<'_> {
         // addresses (see `limits::auth_failure_slot`).
         let name = format!(
             "bucketgate.rl.authfail.{}",
-            bucketgate_core::limits::auth_failure_slot(source_ip)
+            bucketgate_core::limits::auth_failure_slot(self.seed, source_ip)
         );
         for _ in 0..16 {
             let (state, cas) = Self::load(&name);

@@ -35,6 +35,11 @@ pub fn inspect_body(op: Operation, size: usize, end: bool) -> Result<bool, DenyR
     Ok(true)
 }
 
+/// The refusal of a held body ended by HTTP/2 request trailers.
+pub fn trailers_refused() -> DenyReason {
+    DenyReason::InvalidRequest("request trailers are not accepted on this request".into())
+}
+
 /// An upstream error reply being screened. Envoy's wasm host turns a
 /// paused head into "pause everything" (proxy-wasm-cpp-host maps
 /// StopIteration to StopAllIterationAndWatermark), so the status and head

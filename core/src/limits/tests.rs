@@ -528,3 +528,39 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn auth_failures_are_budgeted_per_address_and_ipv6_per_64() {
+    let mut l = RateLimiter::new(LimiterConfig {
+        auth_failure_rps: 1,
+        auth_failure_burst: 2,
+        ..LimiterConfig::default()
+    });
+    let now = 1_000_000;
+    for ip in ["10.0.0.1", "2001:db8:1:2::1"] {
+        assert_eq!(l.auth_failures(ip, true, now), Ok(()));
+        assert_eq!(l.auth_failures(ip, true, now), Ok(()));
+        // Spent: refused, checking or charging, whatever the request.
+        assert!(matches!(
+            l.auth_failures(ip, false, now),
+            Err(DenyReason::SlowDown { .. })
+        ));
+    }
+    // Another IPv4 address has its own budget; another address in the same
+    // IPv6 /64 does not.
+    assert_eq!(l.auth_failures("10.0.0.2", false, now), Ok(()));
+    assert!(l.auth_failures("2001:db8:1:2:ffff::9", false, now).is_err());
+    assert_eq!(l.auth_failures("2001:db8:1:3::1", false, now), Ok(()));
+    // It refills at the configured rate.
+    assert_eq!(l.auth_failures("10.0.0.1", false, now + 1000), Ok(()));
+    assert_eq!(auth_failure_source("::ffff:10.0.0.1"), "::ffff:10.0.0.1");
+    assert_eq!(
+        auth_failure_slot(7, "2001:db8:1:2::1"),
+        auth_failure_slot(7, "2001:db8:1:2::abcd")
+    );
+    // The seed moves addresses between slots.
+    let moved = (0..64).filter(|i| {
+        auth_failure_slot(1, &format!("10.0.0.{i}")) != auth_failure_slot(2, &format!("10.0.0.{i}"))
+    });
+    assert!(moved.count() > 32);
+}
