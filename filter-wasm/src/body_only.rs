@@ -231,16 +231,13 @@ mod http {
         }
 
         fn on_http_response_body(&mut self, size: usize, end: bool) -> Action {
-            let Some(guard) = self.screening.as_mut() else {
-                return Action::Continue;
-            };
             // No admin key id here (this mode holds no configuration): the
             // codes and elements that carry the admin's details suffice.
             let (method, resource, id) = (&self.method, &self.resource, &self.request_id);
-            let (release, replaced) = guard.body(size, end, &[], |reason| {
-                reason.render(method, resource, id).body
-            });
-            let passed = release && replaced.is_none() && !guard.is_replaced();
+            let (action, replaced) =
+                crate::guard::on_response_body(&mut self.screening, size, end, &[], |reason| {
+                    reason.render(method, resource, id).body
+                });
             if let Some(r) = replaced {
                 log::warn!(
                     "bucketgate body-resigner: upstream error {} {} concerns the admin credentials; its body was replaced",
@@ -249,14 +246,7 @@ mod http {
                 );
                 crate::guard::count_replaced();
             }
-            if passed {
-                self.screening = None;
-            }
-            if release {
-                Action::Continue
-            } else {
-                Action::Pause
-            }
+            action
         }
     }
 }

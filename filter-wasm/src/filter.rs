@@ -489,9 +489,9 @@ impl HttpContext for Filter {
     }
 
     fn on_http_response_body(&mut self, size: usize, end: bool) -> WasmAction {
-        let Some(guard) = self.screening.as_mut() else {
+        if self.screening.is_none() {
             return WasmAction::Continue;
-        };
+        }
         let admin: Vec<&str> = self.config.as_ref().map_or_else(Vec::new, |c| {
             c.gateway
                 .backends
@@ -500,22 +500,14 @@ impl HttpContext for Filter {
                 .collect()
         });
         let (method, resource, id) = (&self.method, &self.resource, &self.request_id);
-        let (release, replaced) = guard.body(size, end, &admin, |reason| {
-            reason.render(method, resource, id).body
-        });
-        let passed = release && replaced.is_none() && !guard.is_replaced();
+        let (action, replaced) =
+            crate::guard::on_response_body(&mut self.screening, size, end, &admin, |reason| {
+                reason.render(method, resource, id).body
+            });
         if let Some(r) = replaced {
             self.replaced_reply(&r);
         }
-        if passed {
-            // Screened and let through: the rest streams unread.
-            self.screening = None;
-        }
-        if release {
-            WasmAction::Continue
-        } else {
-            WasmAction::Pause
-        }
+        action
     }
 }
 

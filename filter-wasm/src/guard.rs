@@ -12,7 +12,7 @@
 use bucketgate_core::request::Operation;
 use bucketgate_core::{DenyReason, body, reply};
 use proxy_wasm::hostcalls;
-use proxy_wasm::types::{BufferType, MapType};
+use proxy_wasm::types::{Action, BufferType, MapType};
 
 /// One request-body callback of an inspected operation: `Ok(true)` to
 /// forward (the whole body passed), `Ok(false)` to keep buffering.
@@ -147,4 +147,29 @@ pub fn count_replaced() {
     if let Ok(id) = hostcalls::define_metric(proxy_wasm::types::MetricType::Counter, &name) {
         let _ = hostcalls::increment_metric(id, 1);
     }
+}
+
+/// One response-body callback for a context's optional guard: the action
+/// to return, and what was replaced (once). A reply screened and let
+/// through drops its guard (the rest streams unread).
+pub fn on_response_body(
+    slot: &mut Option<ReplyGuard>,
+    size: usize,
+    end: bool,
+    admin_key_ids: &[&str],
+    render: impl FnOnce(&DenyReason) -> String,
+) -> (Action, Option<Replaced>) {
+    let Some(guard) = slot.as_mut() else {
+        return (Action::Continue, None);
+    };
+    let (release, replaced) = guard.body(size, end, admin_key_ids, render);
+    if release && replaced.is_none() && !guard.is_replaced() {
+        *slot = None;
+    }
+    let action = if release {
+        Action::Continue
+    } else {
+        Action::Pause
+    };
+    (action, replaced)
 }
