@@ -98,6 +98,12 @@ pub struct TlsConfig {
     /// CA certificates: a client must present a certificate issued under
     /// one of them, or the handshake fails.
     pub client_ca_file: PathBuf,
+    /// DNS names (subject alternative names) a client certificate must
+    /// carry one of, or the handshake fails. Empty: any certificate the CA
+    /// issued (then use a CA dedicated to the broker: whoever passes can
+    /// ask the ext_authz check for a streaming upload's hand-off).
+    #[serde(default)]
+    pub client_names: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -134,6 +134,7 @@ fn write_tls(dir: &Path, server: &Leaf, client_ca: &Ca) -> TlsConfig {
         cert_file: dir.join("tls.crt"),
         key_file: dir.join("tls.key"),
         client_ca_file: dir.join("client-ca.crt"),
+        client_names: Vec::new(),
     };
     replace(&files.cert_file, &server.cert_pem);
     replace(&files.key_file, &server.key_pem);
@@ -474,6 +475,42 @@ async fn feed_over_mutual_tls_refuses_clients_without_a_good_certificate() {
     assert_eq!(status, 200);
     assert_eq!(feed_count(&metrics, "200"), 1);
     assert_eq!(feed_count(&metrics, "401"), 2);
+}
+
+#[tokio::test]
+async fn client_names_pin_which_of_the_cas_certificates_may_connect() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki();
+    let mut files = write_tls(dir.path(), &pki.server, &pki.ca);
+    files.client_names = vec!["envoy-gateway".into()];
+    let metrics = Metrics::new();
+    let server = feed_server(Some(&files), &metrics).await;
+    let http = |who: Option<&Leaf>, v| client_config(&pki.ca.der, who, v, b"http/1.1");
+    // Same CA, another name: a tenant workload holding a certificate from a
+    // shared CA is refused at the handshake.
+    let workload = client_leaf(&pki.ca, "tenant-workload");
+    for v in [Version::Tls13, Version::Tls12] {
+        let refused = refusal(
+            server.addr,
+            http(Some(&workload), v),
+            &get_request(FEED, Some(TOKEN)),
+        )
+        .await;
+        assert_eq!(refused, AlertDescription::BadCertificate, "{v:?}");
+    }
+    assert_eq!(feed_count(&metrics, "200"), 0);
+    // The named client gets the feed.
+    let (status, body) = https_get(
+        server.addr,
+        http(Some(&pki.client), Version::Tls13),
+        FEED,
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    // A name that is not a DNS name is refused when loading.
+    files.client_names = vec!["not a name".into()];
+    assert!(ServerTls::load(&files, tls::ALPN_HTTP1).is_err());
 }
 
 #[tokio::test]
