@@ -370,8 +370,8 @@ impl Filter {
             },
         );
         self.audit(&outcome.audit, config.read_sample_rate);
-        self.audit = Some(outcome.audit.clone());
-        match outcome.action {
+        let bucketgate_core::gateway::Outcome { action, audit } = outcome;
+        match action {
             Action::Deny(reason) => Err(reason),
             Action::ListBuckets(xml) => {
                 self.denied = true;
@@ -405,6 +405,8 @@ impl Filter {
                 set(CLUSTER_HEADER, Some(cluster))?;
                 self.body = f.chunks.map(BufferedResigner::new);
                 self.inspect = f.inspect_body;
+                // Kept for a refusal after the head (body check, reply).
+                self.audit = Some(audit);
                 Ok(WasmAction::Continue)
             }
         }
@@ -552,6 +554,30 @@ impl SharedLimiter<'_> {
             Err(_) => (None, None),
         }
     }
+
+    /// Takes one token from the bucket `name` under compare-and-swap; a
+    /// bucket too contended to update is a denial (fail closed).
+    fn take(name: &str, rate: Rate, limit: Limit, now_ms: u64) -> Result<(), DenyReason> {
+        for _ in 0..16 {
+            let (state, cas) = Self::load(name);
+            let (next, verdict) = rate.take(state, now_ms);
+            if let Err(retry_after_secs) = verdict {
+                return Err(DenyReason::SlowDown {
+                    limit,
+                    retry_after_secs,
+                });
+            }
+            match hostcalls::set_shared_data(name, Some(&next.encode()), cas) {
+                Ok(()) => return Ok(()),
+                Err(Status::CasMismatch) => continue,
+                Err(_) => return Err(DenyReason::InternalError("shared data unavailable")),
+            }
+        }
+        Err(DenyReason::SlowDown {
+            limit,
+            retry_after_secs: 1,
+        })
+    }
 }
 
 impl RateLimit for SharedLimiter<'_> {
@@ -571,33 +597,15 @@ impl RateLimit for SharedLimiter<'_> {
             "bucketgate.rl.authfail.{}",
             bucketgate_core::limits::auth_failure_slot(self.seed, source_ip)
         );
-        for _ in 0..16 {
-            let (state, cas) = Self::load(&name);
-            if !take {
-                return rate.check(state, now_ms).1.map_err(|retry_after_secs| {
-                    DenyReason::SlowDown {
-                        limit: Limit::PerSourceIp,
-                        retry_after_secs,
-                    }
-                });
-            }
-            let (next, verdict) = rate.take(state, now_ms);
-            if let Err(retry_after_secs) = verdict {
-                return Err(DenyReason::SlowDown {
-                    limit: Limit::PerSourceIp,
-                    retry_after_secs,
-                });
-            }
-            match hostcalls::set_shared_data(&name, Some(&next.encode()), cas) {
-                Ok(()) => return Ok(()),
-                Err(Status::CasMismatch) => continue,
-                Err(_) => return Err(DenyReason::InternalError("shared data unavailable")),
-            }
+        if take {
+            return Self::take(&name, rate, Limit::PerSourceIp, now_ms);
         }
-        Err(DenyReason::SlowDown {
-            limit: Limit::PerSourceIp,
-            retry_after_secs: 1,
-        })
+        rate.check(Self::load(&name).0, now_ms)
+            .1
+            .map_err(|retry_after_secs| DenyReason::SlowDown {
+                limit: Limit::PerSourceIp,
+                retry_after_secs,
+            })
     }
 
     fn check(
@@ -646,31 +654,7 @@ impl RateLimit for SharedLimiter<'_> {
             });
         }
         for (name, rate, limit) in &buckets {
-            let mut stored = false;
-            for _ in 0..16 {
-                let (state, cas) = Self::load(name);
-                let (next, verdict) = rate.take(state, now_ms);
-                if let Err(retry_after_secs) = verdict {
-                    return Err(DenyReason::SlowDown {
-                        limit: *limit,
-                        retry_after_secs,
-                    });
-                }
-                match hostcalls::set_shared_data(name, Some(&next.encode()), cas) {
-                    Ok(()) => {
-                        stored = true;
-                        break;
-                    }
-                    Err(Status::CasMismatch) => continue,
-                    Err(_) => return Err(DenyReason::InternalError("shared data unavailable")),
-                }
-            }
-            if !stored {
-                return Err(DenyReason::SlowDown {
-                    limit: *limit,
-                    retry_after_secs: 1,
-                });
-            }
+            Self::take(name, *rate, *limit, now_ms)?;
         }
         Ok(())
     }
