@@ -18,6 +18,7 @@ import boto3
 import pytest
 import requests
 from botocore.config import Config
+from botocore.exceptions import ClientError
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 CACHE = pathlib.Path(os.environ.get("BUCKETGATE_CACHE", pathlib.Path.home() / ".cache/bucketgate"))
@@ -50,6 +51,15 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def status_of(call):
+    """The HTTP status of a boto3 call: 200, or the error's."""
+    try:
+        call()
+        return 200
+    except ClientError as e:
+        return e.response["ResponseMetadata"]["HTTPStatusCode"]
 
 
 def wait_for(url, seconds=15):

@@ -13,10 +13,9 @@ import time
 
 import pytest
 import requests
-from botocore.exceptions import ClientError
 
 from conftest import (ADMIN_KEY, ADMIN_SECRET, ENVOY, REGION, ROOT, S3S_FS, WASM, Gateway,
-                      free_port, wait_for)
+                      free_port, status_of, wait_for)
 
 AUTHZ = ROOT / "target/debug/bucketgate-authz"
 POLL_MS = 500
@@ -138,14 +137,6 @@ def feed_env(tmp_path_factory):
                 p.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 p.kill()
-
-
-def status_of(call):
-    try:
-        call()
-        return 200
-    except ClientError as e:
-        return e.response["ResponseMetadata"]["HTTPStatusCode"]
 
 
 def until_status(call, want, bound_s):
