@@ -70,6 +70,10 @@ enum Command {
         cert: PathBuf,
         #[arg(long, default_value = "/tls/tls.key")]
         key: PathBuf,
+        /// How often the certificate and key are re-read (cert-manager
+        /// renews the mounted Secret in place).
+        #[arg(long, default_value_t = 300)]
+        reload_seconds: u64,
     },
 }
 
@@ -104,13 +108,14 @@ fn main() -> ExitCode {
                 listen,
                 cert,
                 key,
+                reload_seconds,
             } => {
                 let client = Client::try_default().await?;
                 let state = Webhook {
                     lookup: Arc::new(KubeLookup(client)),
                     operator_namespace: namespace,
                 };
-                serve_tls(state, listen, cert, key, Duration::from_secs(300)).await?;
+                serve_tls(state, listen, cert, key, Duration::from_secs(reload_seconds.max(1))).await?;
                 Ok(())
             }
             Command::Crd { .. } => Ok(()),

@@ -115,8 +115,26 @@ pub enum Error {
     Blocked(String),
 }
 
-/// Entry point for the controller.
+/// Entry point for the controller. The claim handed over comes from the
+/// controller's watch cache, which can lag the reconciler's own last status
+/// write (the internal Secret it wrote wakes the next reconcile before the
+/// status event arrives): planning from that stale `status.rotatedAt` /
+/// `accessKeyId` regressed rotatedAt and, for TimeBased claims, minted a
+/// second key. So every reconcile reads the claim from the API server first.
 pub async fn reconcile(claim: Arc<BucketClaim>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let ns = claim
+        .namespace()
+        .ok_or_else(|| Error::Invalid("BucketClaim without namespace".into()))?;
+    let api: Api<BucketClaim> = Api::namespaced(ctx.client.clone(), &ns);
+    match api.get_opt(&claim.name_any()).await? {
+        Some(latest) => reconcile_latest(Arc::new(latest), ctx).await,
+        // Gone (finalizer already removed): nothing to do.
+        None => Ok(Action::await_change()),
+    }
+}
+
+/// [`reconcile`] of a claim as the API server has it now.
+pub async fn reconcile_latest(claim: Arc<BucketClaim>, ctx: Arc<Context>) -> Result<Action, Error> {
     let ns = claim
         .namespace()
         .ok_or_else(|| Error::Invalid("BucketClaim without namespace".into()))?;

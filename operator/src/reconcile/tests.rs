@@ -311,7 +311,7 @@ where
     F: FnOnce(Verifier) -> Fut,
     Fut: std::future::Future<Output = Verifier>,
 {
-    drive(reconcile(Arc::new(claim), ctx), handle, script).await
+    drive(reconcile_latest(Arc::new(claim), ctx), handle, script).await
 }
 
 fn data(s: &Secret, k: &str) -> String {
@@ -1174,4 +1174,58 @@ async fn a_ca_bundle_outside_the_operator_namespace_is_refused() {
     .await
     .unwrap();
     assert!(buckets.calls.lock().unwrap().is_empty());
+}
+
+/// Found by the real API server (tests/kube): the controller's cached claim
+/// can predate the reconciler's own last status write. `reconcile` reads
+/// the claim first and plans from that, so a TimeBased claim that just
+/// rotated (fresh rotatedAt) is not rotated again from the stale copy.
+#[tokio::test]
+async fn reconcile_plans_from_the_api_servers_claim_not_the_cached_one() {
+    let spec = json!({"backendRef": {"name": "minio"},
+        "rotationPolicy": {"mode": "TimeBased", "intervalDays": 7, "overlapSeconds": 60}});
+    let (fresh, internal) = created(claim(spec)).await;
+    let now = NOW + 60;
+    // The cache still says the last rotation was eight days ago.
+    let mut stale = fresh.clone();
+    if let Some(s) = stale.status.as_mut() {
+        s.rotated_at = format_rfc3339(now - 8 * plan::DAY);
+    }
+    let buckets = Arc::new(FakeBuckets::default());
+    *buckets.ensure_result.lock().unwrap() = Some(Ensured::Owned);
+    let (ctx, handle) = context(now, buckets, 2);
+    let latest = fresh.clone();
+    let action = drive(reconcile(Arc::new(stale), ctx), handle, |mut v| async move {
+        v.expect(
+            "GET",
+            "/apis/broker.stowage.io/v1alpha1/namespaces/my-app/bucketclaims/uploads",
+            ok(latest),
+        )
+        .await;
+        v.expect_backend_and_admin().await;
+        v.expect_list(vec![internal.clone()]).await;
+        // No mint, no event, no status change: only the consumer Secret.
+        let consumer = v.expect_apply("my-app", "uploads-s3").await;
+        assert_eq!(data(&consumer, "AWS_ACCESS_KEY_ID"), key(1));
+        v
+    })
+    .await
+    .unwrap();
+    assert_ne!(action, Action::requeue(Duration::from_secs(1)));
+
+    // A claim that is gone by the time its reconcile runs: nothing happens.
+    let buckets = Arc::new(FakeBuckets::default());
+    let (ctx, handle) = context(now, buckets, 2);
+    let action = drive(reconcile(Arc::new(fresh), ctx), handle, |mut v| async move {
+        v.expect(
+            "GET",
+            "/apis/broker.stowage.io/v1alpha1/namespaces/my-app/bucketclaims/uploads",
+            not_found(),
+        )
+        .await;
+        v
+    })
+    .await
+    .unwrap();
+    assert_eq!(action, Action::await_change());
 }

@@ -348,3 +348,56 @@ async fn healthz_answers_ok() {
         .unwrap();
     assert_eq!(&bytes[..], b"ok");
 }
+
+/// Found by the real API server (tests/kube): a claim refused by the
+/// operator (its bucket belongs to another claim) could never be deleted,
+/// because removing its finalizer is an UPDATE the bucket rule refused.
+/// Updates that leave `spec` alone, and objects being deleted, pass.
+#[tokio::test]
+async fn spec_preserving_updates_and_deletions_are_not_held_to_cross_object_rules() {
+    let mut owner = claim("team-a", "data", json!({"backendRef": {"name": "minio"}}));
+    owner.status = Some(crate::crd::BucketClaimStatus {
+        bucket_name: Some("team-a-data".into()),
+        ..Default::default()
+    });
+    let fake = || Fake {
+        backends: vec![backend("stowage-system")],
+        claims: vec![owner.clone()],
+        fail: false,
+    };
+    let thief = claim(
+        "team-b",
+        "grab",
+        json!({"backendRef": {"name": "minio"}, "bucketName": "team-a-data"}),
+    );
+    let thief_json = serde_json::to_value(&thief).unwrap();
+
+    // Finalizer removal on a claim being deleted.
+    let mut deleting = thief_json.clone();
+    deleting["metadata"]["deletionTimestamp"] = json!("2026-11-27T17:00:00Z");
+    let mut r = review("BucketClaim", "bucketclaims", "UPDATE", deleting);
+    r["request"]["oldObject"] = thief_json.clone();
+    assert!(post(fake(), r).await.0);
+
+    // An annotation edit with the spec unchanged.
+    let mut annotated = thief_json.clone();
+    annotated["metadata"]["annotations"] = json!({"broker.stowage.io/rotate": "1"});
+    let mut r = review("BucketClaim", "bucketclaims", "UPDATE", annotated);
+    r["request"]["oldObject"] = thief_json.clone();
+    assert!(post(fake(), r).await.0);
+
+    // A spec change is still checked: moving to the taken bucket is refused.
+    let before = claim(
+        "team-b",
+        "grab",
+        json!({"backendRef": {"name": "minio"}, "bucketName": "team-b-data"}),
+    );
+    let mut r = review("BucketClaim", "bucketclaims", "UPDATE", thief_json.clone());
+    r["request"]["oldObject"] = serde_json::to_value(&before).unwrap();
+    let (allowed, msg, _) = post(fake(), r).await;
+    assert!(!allowed && msg.contains("already claimed"), "{msg}");
+
+    // So is an UPDATE without an old object (fail closed).
+    let r = review("BucketClaim", "bucketclaims", "UPDATE", thief_json);
+    assert!(!post(fake(), r).await.0);
+}
