@@ -252,6 +252,19 @@ async fn fail(
     retry: Duration,
 ) -> Result<Action, Error> {
     publish(ctx, claim, EventType::Warning, reason, message.clone()).await;
+    fail_status(ctx, claim, phase, cond, reason, &message).await?;
+    Ok(Action::requeue(retry))
+}
+
+/// The status half of [`fail`]: phase, Ready=False and the failing condition.
+async fn fail_status(
+    ctx: &Context,
+    claim: &BucketClaim,
+    phase: Phase,
+    cond: &str,
+    reason: &str,
+    message: &str,
+) -> Result<(), Error> {
     let now = ctx.clock.now();
     let old = claim.status.clone().unwrap_or_default();
     let gen_ = claim.metadata.generation;
@@ -260,7 +273,7 @@ async fn fail(
         COND_READY,
         false,
         reason,
-        &message,
+        message,
         gen_,
         now,
     )];
@@ -270,7 +283,7 @@ async fn fail(
             cond,
             false,
             reason,
-            &message,
+            message,
             gen_,
             now,
         ));
@@ -286,8 +299,7 @@ async fn fail(
         conditions,
         ..old
     };
-    patch_status(ctx, claim, status).await?;
-    Ok(Action::requeue(retry))
+    patch_status(ctx, claim, status).await
 }
 
 /// The backend's connection (admin key, TLS), or why it is unusable.
@@ -762,6 +774,19 @@ fn mint_label(r: MintReason) -> &'static str {
     }
 }
 
+/// A deletion that cannot finish yet: Warning event, phase Deleting with
+/// Ready=False saying why (what `kubectl get` shows), and the finalizer stays.
+async fn blocked(
+    ctx: &Context,
+    claim: &BucketClaim,
+    reason: &str,
+    note: String,
+) -> Result<Action, Error> {
+    publish(ctx, claim, EventType::Warning, reason, note.clone()).await;
+    fail_status(ctx, claim, Phase::Deleting, COND_READY, reason, &note).await?;
+    Err(Error::Blocked(note))
+}
+
 async fn cleanup(claim: &BucketClaim, ctx: &Context) -> Result<Action, Error> {
     let cref = claim_ref(claim);
     let status = claim.status.clone().unwrap_or_default();
@@ -777,28 +802,12 @@ async fn cleanup(claim: &BucketClaim, ctx: &Context) -> Result<Action, Error> {
             let note = format!(
                 "cannot delete bucket {bucket}: S3Backend {backend_name} not found; keeping the finalizer"
             );
-            publish(
-                ctx,
-                claim,
-                EventType::Warning,
-                "BucketDeleteFailed",
-                note.clone(),
-            )
-            .await;
-            return Err(Error::Blocked(note));
+            return blocked(ctx, claim, "BucketDeleteFailed", note).await;
         };
         let conn = match admin_conn(ctx, &backend).await? {
             Ok(c) => c,
             Err(u) => {
-                publish(
-                    ctx,
-                    claim,
-                    EventType::Warning,
-                    "BucketDeleteFailed",
-                    u.message.clone(),
-                )
-                .await;
-                return Err(Error::Blocked(u.message));
+                return blocked(ctx, claim, "BucketDeleteFailed", u.message).await;
             }
         };
         let force = claim.spec.force_delete;
@@ -831,15 +840,7 @@ async fn cleanup(claim: &BucketClaim, ctx: &Context) -> Result<Action, Error> {
                 let note = format!(
                     "bucket {bucket} is not empty and forceDelete is false; empty it or set forceDelete"
                 );
-                publish(
-                    ctx,
-                    claim,
-                    EventType::Warning,
-                    "BucketNotEmpty",
-                    note.clone(),
-                )
-                .await;
-                return Err(Error::Blocked(note));
+                return blocked(ctx, claim, "BucketNotEmpty", note).await;
             }
             Err(e) => {
                 publish(

@@ -115,9 +115,9 @@ def wait_until(what, fn, seconds=20, interval=0.1):
     while time.monotonic() < deadline:
         try:
             last = fn()
-        except AssertionError as e:
+        except (AssertionError, OSError) as e:
             last = e
-        if last and not isinstance(last, AssertionError):
+        if last and not isinstance(last, (AssertionError, OSError)):
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {seconds}s waiting for {what} (last: {last!r})")

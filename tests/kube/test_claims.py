@@ -299,7 +299,12 @@ def test_deletion_delete_policy_refuses_a_non_empty_bucket_until_emptied(world, 
     c = wait_until("deletion blocked on a non-empty bucket", blocked)
     assert c["metadata"]["finalizers"] == ["broker.stowage.io/bucketclaim-protection"]
     assert bucket_exists(world, bucket)
-    world.s3_admin().delete_object(Bucket=bucket, Key="left-behind")
+    admin = world.s3_admin()
+    keys = [o["Key"] for o in admin.list_objects_v2(Bucket=bucket).get("Contents", [])]
+    assert "left-behind" in keys and OWNER_MARKER in keys
+    for k in keys:
+        if k != OWNER_MARKER:  # the tenant's objects; the marker is the operator's
+            admin.delete_object(Bucket=bucket, Key=k)
     # The operator retries; give it a nudge the way an admin would (an
     # annotation edit is an update event).
     plane.kubectl("-n", ns, "annotate", "bucketclaim", "scratch", "kube-tests/nudge=1")

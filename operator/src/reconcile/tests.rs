@@ -880,6 +880,10 @@ async fn delete_of_a_non_empty_bucket_without_force_keeps_the_finalizer() {
     let err = run(ctx, handle, deleting(c.clone()), |mut v| async {
         v.expect_backend_and_admin().await;
         v.expect_event("BucketNotEmpty", "Warning").await;
+        let s = v.expect_status().await;
+        assert_eq!(s.phase, Some(Phase::Deleting));
+        let ready = s.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "BucketNotEmpty"));
         // No Secret deleted, no finalizer patch.
         v
     })
