@@ -80,6 +80,27 @@ impl Parser {
     }
 }
 
+/// How the watch retries while the API server is unreachable: 200 ms
+/// doubling to at most 1 s, jittered, reset after 2 minutes of health.
+/// kube-runtime's default (client-go's) grows to 30 s, so after a long
+/// outage a key revoked meanwhile stayed valid for up to 30 s after the API
+/// server came back (found with a real one, tests/kube/test_faults.py);
+/// revocation has to land within 2 s. One watch per broker replica makes
+/// the faster retry cheap for the API server.
+fn watch_backoff() -> impl kube::runtime::utils::Backoff {
+    kube::runtime::utils::ResetTimerBackoff::new(
+        watcher::ExponentialBackoff::from(
+            backon::ExponentialBuilder::default()
+                .with_min_delay(std::time::Duration::from_millis(200))
+                .with_max_delay(std::time::Duration::from_secs(1))
+                .with_factor(2.0)
+                .with_jitter()
+                .without_max_times(),
+        ),
+        std::time::Duration::from_secs(120),
+    )
+}
+
 /// Runs the reflector until `stop` changes or the stream ends.
 pub async fn run(
     api: Api<Secret>,
@@ -92,7 +113,7 @@ pub async fn run(
         writer,
         watcher::watcher(api, watcher::Config::default().labels(&label_selector)),
     )
-    .default_backoff();
+    .backoff(watch_backoff());
     let mut stream = std::pin::pin!(stream);
     let mut parser = Parser::default();
     let mut synced = false;

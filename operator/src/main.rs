@@ -223,6 +223,7 @@ async fn run(
                     watcher::Config::default().labels(SELECTOR_INTERNAL),
                     |s| claim_for_secret(&s),
                 )
+                .trigger_backoff(bucketgate_operator::watch_backoff())
                 .graceful_shutdown_on(lease_lost(leading.clone()))
                 .run(reconcile::reconcile, reconcile::error_policy, ctx.clone())
                 .for_each(|r| async move {
@@ -253,6 +254,7 @@ async fn run(
             // Claim churn (every status write) probes each backend at most
             // once per debounce window.
             .with_config(controller::Config::default().debounce(Duration::from_secs(2)))
+            .trigger_backoff(bucketgate_operator::watch_backoff())
             .graceful_shutdown_on(lease_lost(leading.clone()))
             .run(backend::reconcile, backend::error_policy, ctx.clone())
             .for_each(|r| async move {
