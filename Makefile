@@ -10,11 +10,11 @@ VENV := $(or $(BUCKETGATE_CACHE),$(HOME)/.cache/bucketgate)/venv
 WASM := target/wasm32-wasip1/release/bucketgate_filter_wasm.wasm
 MODE ?= wasm
 
-.PHONY: test demo bench bench-core fuzz lint setup-rust check-wasm check-fuzz e2e wasm
+.PHONY: test demo bench bench-core fuzz lint setup-rust check-wasm check-fuzz e2e wasm test-kube
 
 test: setup-rust lint
 	$(CARGO) test --workspace
-	$(MAKE) check-wasm check-fuzz e2e
+	$(MAKE) check-wasm check-fuzz e2e test-kube
 
 # End-to-end: real Envoy + the filter + s3s-fs + boto3, awscli v2 and the
 # AWS SDK for Rust.
@@ -25,6 +25,17 @@ e2e: wasm
 	$(CARGO) build -p bucketgate-testclient -p bucketgate-authz
 	$(VENV)/bin/python -m pytest tests/e2e -q
 
+# Against a real Kubernetes control plane (tests/kube): kube-apiserver,
+# etcd and kubectl built from the Go module proxy by scripts/kube-tools.sh
+# (cached), started on loopback by scripts/kubeplane.py; the operator,
+# webhook and broker run as processes with their own ServiceAccounts.
+test-kube: wasm
+	@scripts/setup.sh python
+	@scripts/setup.sh s3s
+	@scripts/setup.sh kube
+	$(CARGO) build -p bucketgate-operator -p bucketgate-authz
+	$(VENV)/bin/python -m pytest tests/kube -q
+
 wasm: setup-rust
 	$(CARGO) build --release -p bucketgate-filter-wasm --target wasm32-wasip1
 
@@ -33,7 +44,18 @@ lint: setup-rust
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy -p bucketgate-core -p bucketgate-filter-wasm --target wasm32-wasip1 -- -D warnings
 
-check-wasm: setup-rust
+check-# Against a real Kubernetes control plane (tests/kube): kube-apiserver,
+# etcd and kubectl built from the Go module proxy by scripts/kube-tools.sh
+# (cached), started on loopback by scripts/kubeplane.py; the operator,
+# webhook and broker run as processes with their own ServiceAccounts.
+test-kube: wasm
+	@scripts/setup.sh python
+	@scripts/setup.sh s3s
+	@scripts/setup.sh kube
+	$(CARGO) build -p bucketgate-operator -p bucketgate-authz
+	$(VENV)/bin/python -m pytest tests/kube -q
+
+wasm: setup-rust
 	$(CARGO) build -p bucketgate-core --target wasm32-wasip1
 
 check-fuzz:

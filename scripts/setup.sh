@@ -8,6 +8,7 @@
 #   scripts/setup.sh awscli     awscli v2 from Debian
 #   scripts/setup.sh s3s        s3s-fs (signature-verifying upstream)
 #   scripts/setup.sh bench      load generator and nginx
+#   scripts/setup.sh kube       kube-apiserver, etcd, kubectl (scripts/kube-tools.sh)
 set -euo pipefail
 
 ENVOY_VERSION=1.40.0
@@ -84,6 +85,14 @@ setup_bench() {
   fi
 }
 
+# A real control plane for tests/kube, built from the Go module proxy
+# (versions pinned in scripts/kube-tools.sh); openssl makes its throwaway
+# certificates.
+setup_kube() {
+  command -v openssl >/dev/null || apt_install openssl
+  "$(dirname "$0")/kube-tools.sh" >/dev/null
+}
+
 what="${1:-all}"
 case "$what" in
   rust) setup_rust ;;
@@ -91,6 +100,7 @@ case "$what" in
   s3s) setup_s3s ;;
   awscli) setup_awscli ;;
   bench) setup_bench ;;
-  all) setup_rust; setup_python; setup_awscli; setup_s3s ;;
-  *) echo "usage: $0 [all|rust|python|awscli|s3s|bench]" >&2; exit 2 ;;
+  kube) setup_kube ;;
+  all) setup_rust; setup_python; setup_awscli; setup_s3s; setup_kube ;;
+  *) echo "usage: $0 [all|rust|python|awscli|s3s|bench|kube]" >&2; exit 2 ;;
 esac

@@ -80,8 +80,9 @@ impl Parser {
     }
 }
 
-/// How the watch retries while the API server is unreachable: 200 ms
-/// doubling to at most 1 s, jittered, reset after 2 minutes of health.
+/// How the watch retries while the API server is unreachable: 100 ms
+/// doubling to 500 ms, plus up to as much again of jitter (so at most 1 s
+/// apart), reset after 2 minutes of health.
 /// kube-runtime's default (client-go's) grows to 30 s, so after a long
 /// outage a key revoked meanwhile stayed valid for up to 30 s after the API
 /// server came back (found with a real one, tests/kube/test_faults.py);
@@ -91,8 +92,8 @@ fn watch_backoff() -> impl kube::runtime::utils::Backoff {
     kube::runtime::utils::ResetTimerBackoff::new(
         watcher::ExponentialBackoff::from(
             backon::ExponentialBuilder::default()
-                .with_min_delay(std::time::Duration::from_millis(200))
-                .with_max_delay(std::time::Duration::from_secs(1))
+                .with_min_delay(std::time::Duration::from_millis(100))
+                .with_max_delay(std::time::Duration::from_millis(500))
                 .with_factor(2.0)
                 .with_jitter()
                 .without_max_times(),

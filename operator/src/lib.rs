@@ -10,6 +10,7 @@
 pub mod backend;
 pub mod conn;
 pub mod crd;
+pub mod leader;
 pub mod metrics;
 pub mod mint;
 pub mod plan;
@@ -23,8 +24,8 @@ mod testing;
 
 /// How the controllers' watches retry while the API server is unreachable
 /// or still warming up (a restarted API server answers 403 until its RBAC
-/// caches fill): 200 ms doubling to at most 2 s, jittered, reset after two
-/// minutes of health. kube-runtime's default grows to 30 s, which left a
+/// caches fill): 200 ms doubling to 1 s, plus up to as much again of jitter
+/// (so at most 2 s apart), reset after two minutes of health. kube-runtime's default grows to 30 s, which left a
 /// revoked claim without a fresh key for over a minute after an outage
 /// (found with a real API server, tests/kube/test_faults.py).
 pub fn watch_backoff() -> impl kube::runtime::utils::Backoff {
@@ -32,7 +33,7 @@ pub fn watch_backoff() -> impl kube::runtime::utils::Backoff {
         kube::runtime::watcher::ExponentialBackoff::from(
             backon::ExponentialBuilder::default()
                 .with_min_delay(std::time::Duration::from_millis(200))
-                .with_max_delay(std::time::Duration::from_secs(2))
+                .with_max_delay(std::time::Duration::from_secs(1))
                 .with_factor(2.0)
                 .with_jitter()
                 .without_max_times(),

@@ -174,12 +174,21 @@ async fn run(
     let lease = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), "bucketgate-operator")
         .with_namespace(&namespace)
         .with_identity(&identity)
-        .with_duration(15)
-        .with_grace(5)
+        .with_duration(LEASE_SECONDS)
+        .with_grace(LEASE_GRACE_SECONDS)
         .with_field_manager(FIELD_MANAGER)
         .build()
         .await?;
-    let (mut leading, lease_task) = lease.watch().await;
+    let (manager_leading, lease_task) = lease.watch().await;
+    // Lead only while the lease was renewed within duration - grace (see leader.rs).
+    let mut leading = bucketgate_operator::leader::guard(
+        Api::namespaced(client.clone(), &namespace),
+        "bucketgate-operator".into(),
+        identity.clone(),
+        manager_leading,
+        Duration::from_secs(LEASE_SECONDS - LEASE_GRACE_SECONDS),
+        Duration::from_secs(1),
+    );
 
     let ctx = Arc::new(Context {
         recorder: Recorder::new(
@@ -271,6 +280,10 @@ async fn run(
         tracing::warn!("lost the leader lease: controllers stopped");
     }
 }
+
+/// The leader lease: held for 15 s, renewed 5 s before it runs out.
+const LEASE_SECONDS: u64 = 15;
+const LEASE_GRACE_SECONDS: u64 = 5;
 
 /// Resolves once `leading` turns false (or its sender is gone).
 async fn lease_lost(mut leading: tokio::sync::watch::Receiver<bool>) {

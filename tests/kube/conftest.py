@@ -284,6 +284,7 @@ def register_webhook(world, url, ca_file):
     the local process by URL (no Service routing without a cluster network)
     with the caBundle the test made."""
     ca = base64.b64encode(pathlib.Path(ca_file).read_bytes()).decode()
+    world.webhook_ca = ca_file
     world.plane.apply(f"""
 apiVersion: admissionregistration.k8s.io/v1
 kind: ValidatingWebhookConfiguration
@@ -300,7 +301,7 @@ webhooks:
         apiVersions: ["v1alpha1"]
         operations: ["CREATE", "UPDATE"]
         resources: ["bucketclaims", "s3backends"]
-""")
+""", "--force-conflicts")
 
 
 def start_broker(world, s3_port):

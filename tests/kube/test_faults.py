@@ -12,6 +12,8 @@ import json
 import time
 import urllib.request
 
+import requests
+
 import kubeplane
 from conftest import OPS_NS, wait_until
 
@@ -29,6 +31,16 @@ def etcd_compact(etcd_url):
     rev = int(post("/v3/kv/range", {"key": "AA=="})["header"]["revision"])
     post("/v3/kv/compaction", {"revision": str(rev), "physical": True})
     return rev
+
+
+def operators(world):
+    return [p for n, p in world.procs.items() if n.startswith("operator-") and p.p.poll() is None]
+
+
+def operator_leader(proc):
+    text = requests.get(proc.metrics, timeout=2).text
+    return sum(float(line.split()[-1]) for line in text.splitlines()
+               if line.startswith("bucketgate_operator_leader "))
 
 
 def broker_lists(plane, since):
@@ -72,7 +84,12 @@ def test_api_server_outage_fail_static_then_catch_up_within_2s(world, gw):
         etcd_compact(st["etcd"])
         # Still fail-static: the broker cannot know yet.
         assert world.status_with(gw, keep_env, keep["status"]["bucketName"]) == 404
-        time.sleep(3)  # a long enough outage for any backoff to grow
+        # A long enough outage for any backoff to grow, and past the
+        # operator's renew deadline (lease 15 s - grace 5 s): the leader
+        # cannot renew, so it must stop reconciling before a standby could
+        # take the lease (operator/src/leader.rs).
+        wait_until("the cut-off operator steps down", lambda: all(
+            operator_leader(p) == 0 for p in operators(world)), seconds=20, interval=0.5)
         audit_mark = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
         kubeplane.start_apiserver(plane.dir, "apiserver", port=port_a)
         back = time.monotonic()
@@ -88,6 +105,8 @@ def test_api_server_outage_fail_static_then_catch_up_within_2s(world, gw):
         kubeplane.stop_one(plane.dir, "apiserver-b")
         if "apiserver" not in json.loads((plane.dir / "state.json").read_text())["procs"]:
             kubeplane.start_apiserver(plane.dir, "apiserver", port=port_a)
+    # One operator leads again once it renews.
+    wait_until("an operator leads again", lambda: sum(operator_leader(p) for p in operators(world)) == 1, 30)
     # The operator, also back, reissues a key for the revoked claim.
     wait_until("a fresh key for the revoked claim", lambda: plane.get("bucketclaim", "gone", ns)["status"]
                ["accessKeyId"] != gone["status"]["accessKeyId"], 60)

@@ -90,8 +90,10 @@ def test_the_whole_of_deploy_passes_a_server_side_dry_run(plane):
     plane.kubectl("apply", "--server-side", "--field-manager=kube-tests", "-f", str(cert_manager_crds()))
     plane.kubectl("wait", "--for=condition=Established", "crd/certificates.cert-manager.io",
                   "crd/issuers.cert-manager.io", "--timeout=30s")
+    # (--force-conflicts: the test world registered its own webhook
+    # configuration under the same name.)
     r = plane.kubectl("apply", "-k", str(DEPLOY), "--server-side", "--field-manager=kube-tests",
-                      "--dry-run=server", check=False)
+                      "--force-conflicts", "--dry-run=server", check=False)
     assert r.returncode == 0, r.stderr
     applied = [line for line in r.stdout.splitlines() if line.strip()]
     assert applied and all("(server dry run)" in line for line in applied), r.stdout
