@@ -115,7 +115,14 @@ fn main() -> ExitCode {
                     lookup: Arc::new(KubeLookup(client)),
                     operator_namespace: namespace,
                 };
-                serve_tls(state, listen, cert, key, Duration::from_secs(reload_seconds.max(1))).await?;
+                serve_tls(
+                    state,
+                    listen,
+                    cert,
+                    key,
+                    Duration::from_secs(reload_seconds.max(1)),
+                )
+                .await?;
                 Ok(())
             }
             Command::Crd { .. } => Ok(()),

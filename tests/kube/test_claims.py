@@ -324,3 +324,20 @@ def test_deletion_force_delete_empties_the_bucket(world, gw):
     assert plane.get("bucketclaim", "scratch", ns) is None
     assert not bucket_exists(world, bucket)
     assert world.internal(claim["metadata"]["uid"]) == []
+
+
+def test_s3backend_status_reports_ready_and_bound_buckets(world, gw):
+    plane = world.plane
+    ns = plane.namespace("backend")
+    world.claim(ns, "counted")
+
+    def ready():
+        b = plane.get("s3backend", "local")
+        st = b.get("status", {})
+        conds = {c["type"]: c for c in st.get("conditions", [])}
+        ok = conds.get("Ready", {}).get("status") == "True" and st.get("bucketCount", 0) >= 1
+        return b if ok and st.get("observedGeneration") == b["metadata"]["generation"] else None
+    b = wait_until("S3Backend local Ready with its bucket count", ready, 30)
+    bound = [c for c in plane.list("bucketclaim") if c.get("status", {}).get("phase") == "Bound"
+             and c["spec"]["backendRef"]["name"] == "local"]
+    assert b["status"]["bucketCount"] <= len(bound)

@@ -91,8 +91,10 @@ def test_api_server_outage_fail_static_then_catch_up_within_2s(world, gw):
         wait_until("the cut-off operator steps down", lambda: all(
             operator_leader(p) == 0 for p in operators(world)), seconds=20, interval=0.5)
         audit_mark = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
+        restart = time.time()
         kubeplane.start_apiserver(plane.dir, "apiserver", port=port_a)
         back = time.monotonic()
+        world.forbidden_windows = getattr(world, "forbidden_windows", []) + [(restart, time.time())]
         wait_until("the revoked key is refused", lambda: world.status_with(
             gw, gone_env, gone["status"]["bucketName"]) == 401, seconds=10, interval=0.05)
         took = time.monotonic() - back
@@ -104,7 +106,9 @@ def test_api_server_outage_fail_static_then_catch_up_within_2s(world, gw):
     finally:
         kubeplane.stop_one(plane.dir, "apiserver-b")
         if "apiserver" not in json.loads((plane.dir / "state.json").read_text())["procs"]:
+            restart = time.time()
             kubeplane.start_apiserver(plane.dir, "apiserver", port=port_a)
+            world.forbidden_windows = getattr(world, "forbidden_windows", []) + [(restart, time.time())]
     # One operator leads again once it renews.
     wait_until("an operator leads again", lambda: sum(operator_leader(p) for p in operators(world)) == 1, 30)
     # The operator, also back, reissues a key for the revoked claim.

@@ -883,7 +883,10 @@ async fn delete_of_a_non_empty_bucket_without_force_keeps_the_finalizer() {
         let s = v.expect_status().await;
         assert_eq!(s.phase, Some(Phase::Deleting));
         let ready = s.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
-        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "BucketNotEmpty"));
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "BucketNotEmpty")
+        );
         // No Secret deleted, no finalizer patch.
         v
     })
@@ -1199,20 +1202,24 @@ async fn reconcile_plans_from_the_api_servers_claim_not_the_cached_one() {
     *buckets.ensure_result.lock().unwrap() = Some(Ensured::Owned);
     let (ctx, handle) = context(now, buckets, 2);
     let latest = fresh.clone();
-    let action = drive(reconcile(Arc::new(stale), ctx), handle, |mut v| async move {
-        v.expect(
-            "GET",
-            "/apis/broker.stowage.io/v1alpha1/namespaces/my-app/bucketclaims/uploads",
-            ok(latest),
-        )
-        .await;
-        v.expect_backend_and_admin().await;
-        v.expect_list(vec![internal.clone()]).await;
-        // No mint, no event, no status change: only the consumer Secret.
-        let consumer = v.expect_apply("my-app", "uploads-s3").await;
-        assert_eq!(data(&consumer, "AWS_ACCESS_KEY_ID"), key(1));
-        v
-    })
+    let action = drive(
+        reconcile(Arc::new(stale), ctx),
+        handle,
+        |mut v| async move {
+            v.expect(
+                "GET",
+                "/apis/broker.stowage.io/v1alpha1/namespaces/my-app/bucketclaims/uploads",
+                ok(latest),
+            )
+            .await;
+            v.expect_backend_and_admin().await;
+            v.expect_list(vec![internal.clone()]).await;
+            // No mint, no event, no status change: only the consumer Secret.
+            let consumer = v.expect_apply("my-app", "uploads-s3").await;
+            assert_eq!(data(&consumer, "AWS_ACCESS_KEY_ID"), key(1));
+            v
+        },
+    )
     .await
     .unwrap();
     assert_ne!(action, Action::requeue(Duration::from_secs(1)));
@@ -1220,15 +1227,19 @@ async fn reconcile_plans_from_the_api_servers_claim_not_the_cached_one() {
     // A claim that is gone by the time its reconcile runs: nothing happens.
     let buckets = Arc::new(FakeBuckets::default());
     let (ctx, handle) = context(now, buckets, 2);
-    let action = drive(reconcile(Arc::new(fresh), ctx), handle, |mut v| async move {
-        v.expect(
-            "GET",
-            "/apis/broker.stowage.io/v1alpha1/namespaces/my-app/bucketclaims/uploads",
-            not_found(),
-        )
-        .await;
-        v
-    })
+    let action = drive(
+        reconcile(Arc::new(fresh), ctx),
+        handle,
+        |mut v| async move {
+            v.expect(
+                "GET",
+                "/apis/broker.stowage.io/v1alpha1/namespaces/my-app/bucketclaims/uploads",
+                not_found(),
+            )
+            .await;
+            v
+        },
+    )
     .await
     .unwrap();
     assert_eq!(action, Action::await_change());
