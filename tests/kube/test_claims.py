@@ -238,6 +238,7 @@ def test_revocation_by_deleting_the_internal_secret(world, gw):
     assert len(internal) == 1
     plane.kubectl("-n", OPS_NS, "delete", "secret", internal[0]["metadata"]["name"], "--wait=false")
     took = refused_within(world, gw, old_env, bucket, 5)
+    print(f"[{gw}] revoked key refused {took:.2f}s after its Secret was deleted")
     assert took <= 2.0, f"the revoked key still worked {took:.2f}s after its Secret was deleted"
 
     def reissued():

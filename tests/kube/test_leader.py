@@ -62,6 +62,7 @@ spec:
 """)
     wait_until("the standby takes the lease", lambda: holder(plane) == standby.name, LEASE_SECONDS + 15)
     took = time.monotonic() - t0
+    print(f"[{gw}] the standby took the lease {took:.1f}s after the leader was killed")
     assert took <= LEASE_SECONDS + 5 + 2, f"takeover took {took:.1f}s"
     second = world.wait_ready(ns, "second")
     assert metric(standby, "leader") == 1
