@@ -22,7 +22,7 @@ e2e: wasm
 	@scripts/setup.sh python
 	@scripts/setup.sh s3s
 	@scripts/setup.sh awscli
-	$(CARGO) build -p bucketgate-testclient -p bucketgate-authz
+	$(CARGO) build -p bucketgate-testclient -p bucketgate-authz -p bucketgate-filter-native
 	$(VENV)/bin/python -m pytest tests/e2e -q
 
 # Against a real Kubernetes control plane (tests/kube): kube-apiserver,
