@@ -113,15 +113,12 @@ pub async fn review_request(
     let Some(obj) = &req.object else {
         return resp.deny("request carries no object");
     };
-    // An object being deleted only loses finalizers, and an update that
-    // leaves `spec` alone (finalizers, labels, annotations) cannot break a
-    // rule about the spec: refusing either on cross-object grounds that
-    // changed since the object was admitted would leave it stuck (the
-    // operator could never remove its finalizer once another claim took
-    // the bucket or the backend went away).
-    if obj.metadata.deletion_timestamp.is_some() {
-        return resp;
-    }
+    // An update that leaves `spec` alone (finalizers, labels, annotations)
+    // cannot break a rule about the spec: refusing it on cross-object
+    // grounds that changed since the object was admitted would leave it
+    // stuck (the operator could never remove its finalizer once another
+    // claim took the bucket or the backend went away). A spec change is
+    // checked even on an object being deleted.
     if matches!(req.operation, Operation::Update)
         && let Some(old) = &req.old_object
         && old.data.get("spec") == obj.data.get("spec")

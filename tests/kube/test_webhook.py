@@ -48,8 +48,8 @@ spec:
     assert "spec.adminCredentialsSecretRef.namespace must be the operator namespace" in r.stderr
     assert plane.get("s3backend", "leaky") is None
 
-    # The API server reached it over TLS: the webhook's log has no plain
-    # HTTP, and a client that does not trust the caBundle's CA is refused.
+    # The webhook's certificate is not one the system trusts: the API server
+    # could only have verified it through the configuration's caBundle.
     ctx = ssl.create_default_context()
     host, port = world.procs["webhook"].url.removeprefix("https://").split(":")
     with socket.create_connection((host, int(port)), timeout=5) as s:

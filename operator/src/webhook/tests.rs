@@ -352,7 +352,7 @@ async fn healthz_answers_ok() {
 /// Found by the real API server (tests/kube): a claim refused by the
 /// operator (its bucket belongs to another claim) could never be deleted,
 /// because removing its finalizer is an UPDATE the bucket rule refused.
-/// Updates that leave `spec` alone, and objects being deleted, pass.
+/// Updates that leave `spec` alone pass (finalizer removal among them).
 #[tokio::test]
 async fn spec_preserving_updates_and_deletions_are_not_held_to_cross_object_rules() {
     let mut owner = claim("team-a", "data", json!({"backendRef": {"name": "minio"}}));
@@ -396,6 +396,13 @@ async fn spec_preserving_updates_and_deletions_are_not_held_to_cross_object_rule
     r["request"]["oldObject"] = serde_json::to_value(&before).unwrap();
     let (allowed, msg, _) = post(fake(), r).await;
     assert!(!allowed && msg.contains("already claimed"), "{msg}");
+
+    // Being deleted does not exempt a spec change.
+    let mut moving = thief_json.clone();
+    moving["metadata"]["deletionTimestamp"] = json!("2026-11-27T17:00:00Z");
+    let mut r = review("BucketClaim", "bucketclaims", "UPDATE", moving);
+    r["request"]["oldObject"] = serde_json::to_value(&before).unwrap();
+    assert!(!post(fake(), r).await.0);
 
     // So is an UPDATE without an old object (fail closed).
     let r = review("BucketClaim", "bucketclaims", "UPDATE", thief_json);
