@@ -18,6 +18,7 @@ pub mod gateway;
 pub mod http;
 pub mod keys;
 pub mod limits;
+pub mod plugin;
 pub mod policy;
 pub mod query;
 pub mod reply;
