@@ -32,6 +32,19 @@
 //! burst are not stored: they are passed in on every call, so a changed
 //! setting applies at once (stored tokens are clamped to the new burst).
 //!
+//! # One-word state (the native module)
+//!
+//! [`Rate::take_word`] keeps a bucket in a single `u64`, so a host can share
+//! it between threads with one atomic compare-and-swap and no lock: the
+//! Unix microsecond at which the bucket is full again (`0` or any past
+//! time: full). A token is `interval` = ceil(1 000 000 / rps) µs of that
+//! debt and the bucket holds `burst` tokens, so a request is admitted while
+//! the debt stays within `burst * interval`. For rates that divide a second
+//! in whole microseconds this makes exactly the decisions and Retry-After
+//! values of [`Rate::take`] (tested); otherwise a token costs up to 1 µs
+//! more. A debt beyond the bucket plus [`CLOCK_RESET_MS`] is a clock reset
+//! and is clamped to an empty bucket.
+//!
 //! # In-memory limiter
 //!
 //! [`RateLimiter`] holds the global bucket (`s3_proxy.global_rps`),
@@ -163,6 +176,41 @@ impl Rate {
             Ok(()) => (s.consume(), Ok(())),
             Err(e) => (s, Err(e)),
         }
+    }
+
+    fn interval_us(self) -> u64 {
+        1_000_000u64.div_ceil(u64::from(self.rps.max(1)))
+    }
+
+    /// The one-word form of [`Rate::check`] (see the module docs): `Err`
+    /// carries the Retry-After seconds. Never consumes.
+    pub fn check_word(self, full_at_us: u64, now_us: u64) -> Result<(), u32> {
+        self.take_word(full_at_us, now_us).1
+    }
+
+    /// The one-word form of [`Rate::take`]: the new word (unchanged on
+    /// `Err`) and the verdict.
+    pub fn take_word(self, full_at_us: u64, now_us: u64) -> (u64, Result<(), u32>) {
+        if self.is_unlimited() {
+            return (full_at_us, Ok(()));
+        }
+        let interval = self.interval_us();
+        let window = interval.saturating_mul(u64::from(self.burst));
+        let limit = now_us
+            .saturating_add(window)
+            .saturating_add(CLOCK_RESET_MS * 1000);
+        let full_at = if full_at_us > limit {
+            now_us.saturating_add(window)
+        } else {
+            full_at_us
+        };
+        let debt = full_at.saturating_sub(now_us);
+        let after = debt.saturating_add(interval);
+        if after <= window {
+            return (full_at.max(now_us).saturating_add(interval), Ok(()));
+        }
+        let secs = (after - window).div_ceil(1_000_000).max(1);
+        (full_at, Err(u32::try_from(secs).unwrap_or(u32::MAX)))
     }
 
     /// Whether the bucket is full at `now_ms`: such a state carries no

@@ -564,3 +564,91 @@ fn auth_failures_are_budgeted_per_address_and_ipv6_per_64() {
     });
     assert!(moved.count() > 32);
 }
+
+/// The one-word bucket makes the decisions and Retry-After values of the
+/// 16-byte one for rates that divide a second in whole microseconds, over
+/// a long irregular sequence of requests (bursts, gaps); with small steps
+/// back in time it is never more generous (it may refuse where the other,
+/// which holds its clock, admits).
+#[test]
+fn one_word_bucket_matches_the_token_bucket() {
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut total_refused = 0;
+    for steps_back in [false, true] {
+        for rps in [1u32, 2, 4, 5, 8, 10, 16, 50, 100, 1000, 4000] {
+            for burst in [0u32, 1, 3, 10, 100] {
+                let rate = Rate::new(rps, burst);
+                let (mut state, mut word) = (None, 0u64);
+                let mut now_ms: u64 = 1_700_000_000_000;
+                let (mut admitted, mut refused) = (0, 0);
+                for _ in 0..5000 {
+                    let r = next();
+                    now_ms = match r % 10 {
+                        0 => now_ms + (r >> 8) % 5000,
+                        1 if steps_back => now_ms.saturating_sub((r >> 8) % 50),
+                        _ => now_ms + (r >> 8) % 3,
+                    };
+                    let (s, a) = rate.take(state, now_ms);
+                    let (w, b) = rate.take_word(word, now_ms * 1000);
+                    if steps_back {
+                        assert!(
+                            b.is_err() || a.is_ok(),
+                            "rps {rps} burst {burst} at {now_ms}"
+                        );
+                        // Keep comparing from the same point.
+                        if a.is_ok() != b.is_ok() {
+                            break;
+                        }
+                    } else {
+                        assert_eq!(a, b, "rps {rps} burst {burst} at {now_ms}");
+                        assert_eq!(
+                            rate.check_word(w, now_ms * 1000).is_ok(),
+                            rate.check(Some(s), now_ms).1.is_ok()
+                        );
+                    }
+                    if a.is_ok() {
+                        admitted += 1
+                    } else {
+                        refused += 1
+                    }
+                    state = Some(s);
+                    word = w;
+                }
+                assert!(admitted > 0, "rps {rps} burst {burst}");
+                total_refused += refused;
+            }
+        }
+    }
+    assert!(
+        total_refused > 1000,
+        "the sequences exercise refusals: {total_refused}"
+    );
+}
+
+#[test]
+fn one_word_bucket_edges() {
+    let unlimited = Rate::UNLIMITED;
+    assert_eq!(unlimited.take_word(42, 0), (42, Ok(())));
+    // 3 per second, burst 3: three at once, the fourth waits a second.
+    let r = Rate::new(3, 3);
+    let now = 1_000_000_000_000u64;
+    let mut w = 0;
+    for _ in 0..3 {
+        let (n, v) = r.take_word(w, now);
+        assert!(v.is_ok());
+        w = n;
+    }
+    assert_eq!(r.take_word(w, now), (w, Err(1)));
+    assert!(r.take_word(w, now + 333_334).1.is_ok());
+    // A debt far in the future (the clock stepped back by hours) is an
+    // empty bucket, not hours of refusals.
+    let (w, v) = r.take_word(now + 3_600_000_000, now);
+    assert_eq!(v, Err(1));
+    assert!(r.take_word(w, now + 333_334).1.is_ok());
+}

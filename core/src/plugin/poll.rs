@@ -71,10 +71,7 @@ impl std::fmt::Debug for FeedSettings {
 
 impl FeedSettings {
     pub(crate) fn validate(raw: RawFeed, regions: Vec<String>) -> Result<Self, String> {
-        if let Some(r) = regions
-            .iter()
-            .find(|r| !crate::feed::valid_region(r))
-        {
+        if let Some(r) = regions.iter().find(|r| !crate::feed::valid_region(r)) {
             return Err(format!(
                 "feed: region '{r}' cannot be asked for ([a-z0-9-])"
             ));
