@@ -1,9 +1,13 @@
 #!/usr/bin/env python3
 """Renders the Envoy gateway configuration (JSON, which Envoy reads as YAML).
 
-Two data planes (--mode):
+Three data planes (--mode):
 - wasm (default): the bucketgate proxy-wasm filter on V8 (fail closed) does
   everything;
+- native: the same filter as an Envoy dynamic module
+  (libbucketgate_filter_native.so, `cargo build --profile native`), the same
+  plugin config; Envoy finds it through ENVOY_DYNAMIC_MODULES_SEARCH_PATH
+  (the directory holding the .so), which whoever starts Envoy sets;
 - ext-authz: Envoy's ext_authz filter asks the bucketgate-authz gRPC service
   (--authz HOST:PORT; fail closed: 503 when it is unreachable) and applies
   its header mutations; the same wasm module, in its body-only mode, re-signs
@@ -28,6 +32,7 @@ broker requires this off loopback.
 
     envoy/gateway.py --wasm F --plugin-config F --backend NAME=HOST:PORT ... \
         [--feed-cluster NAME=HOST:PORT] > envoy.json
+    envoy/gateway.py --mode native --plugin-config F --backend NAME=HOST:PORT ... > envoy.json
     envoy/gateway.py --mode ext-authz --authz 127.0.0.1:9191 --wasm F \
         --backend NAME=HOST:PORT ... > envoy.json
     ... [--broker-tls-cert F --broker-tls-key F --broker-tls-ca F [--broker-tls-name N]]
@@ -62,6 +67,29 @@ def wasm_filter(args, plugin_config):
                     "@type": "type.googleapis.com/google.protobuf.StringValue",
                     "value": plugin_config,
                 },
+            },
+        },
+    }
+
+
+# The module's name: Envoy loads lib<NAME>.so from ENVOY_DYNAMIC_MODULES_SEARCH_PATH.
+NATIVE_MODULE = "bucketgate_filter_native"
+# Where the native filter writes the audit row (dynamic metadata).
+NATIVE_AUDIT_NS = "bucketgate"
+
+
+def native_filter(plugin_config):
+    return {
+        "name": "bucketgate",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter",
+            # do_not_close: the module keeps a feed thread and process-wide
+            # limiter state; it must never be unmapped under them.
+            "dynamic_module_config": {"name": NATIVE_MODULE, "do_not_close": True},
+            "filter_name": "bucketgate",
+            "filter_config": {
+                "@type": "type.googleapis.com/google.protobuf.StringValue",
+                "value": plugin_config,
             },
         },
     }
@@ -262,7 +290,18 @@ def audit_log(args, value, present):
 
 
 def render(args):
-    if args.mode == "wasm":
+    if args.mode == "native":
+        with open(args.plugin_config) as f:
+            plugin_config = f.read()
+        json.loads(plugin_config)  # fail early on a broken file
+        filters = [native_filter(plugin_config)]
+        access_log = audit_log(
+            args,
+            f"%DYNAMIC_METADATA({NATIVE_AUDIT_NS}:audit)%",
+            f"'{NATIVE_AUDIT_NS}' in metadata.filter_metadata"
+            f" && 'audit' in metadata.filter_metadata['{NATIVE_AUDIT_NS}']",
+        )
+    elif args.mode == "wasm":
         with open(args.plugin_config) as f:
             plugin_config = f.read()
         json.loads(plugin_config)  # fail early on a broken file
@@ -456,9 +495,9 @@ def static_cluster(name, addr, connect_timeout):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--mode", choices=["wasm", "ext-authz"], default="wasm")
+    p.add_argument("--mode", choices=["wasm", "native", "ext-authz"], default="wasm")
     p.add_argument("--wasm", help="the filter module (ext-authz mode: body-only re-signer for aws-chunked uploads)")
-    p.add_argument("--plugin-config", help="JSON file with the filter configuration (wasm mode)")
+    p.add_argument("--plugin-config", help="JSON file with the filter configuration (wasm and native modes)")
     p.add_argument("--authz", help="HOST:PORT of the bucketgate-authz ext_authz gRPC service (ext-authz mode)")
     p.add_argument("--authz-timeout", default="0.5s", help="ext_authz gRPC timeout (ext-authz mode)")
     p.add_argument("--authz-max-body", type=int, default=2 * 1024 * 1024,
@@ -486,6 +525,8 @@ def main():
     args = p.parse_args()
     if args.mode == "wasm" and not (args.wasm and args.plugin_config):
         p.error("--mode wasm needs --wasm and --plugin-config")
+    if args.mode == "native" and not args.plugin_config:
+        p.error("--mode native needs --plugin-config")
     if args.mode == "ext-authz" and not args.authz:
         p.error("--mode ext-authz needs --authz")
     if bool(args.tls_cert) != bool(args.tls_key):
@@ -499,8 +540,8 @@ def main():
     broker_tls_given = [bool(args.broker_tls_cert), bool(args.broker_tls_key), bool(args.broker_tls_ca)]
     if any(broker_tls_given) and not all(broker_tls_given):
         p.error("--broker-tls-cert, --broker-tls-key and --broker-tls-ca go together")
-    if args.broker_tls_cert and args.mode == "wasm" and not args.feed_cluster:
-        p.error("--broker-tls-* applies to the broker's clusters: --feed-cluster (wasm) or --mode ext-authz")
+    if args.broker_tls_cert and args.mode != "ext-authz" and not args.feed_cluster:
+        p.error("--broker-tls-* applies to the broker's clusters: --feed-cluster (wasm, native) or --mode ext-authz")
     json.dump(render(args), sys.stdout, indent=1)
     sys.stdout.write("\n")
 

@@ -56,6 +56,14 @@ pub struct Config {
     pub feed: Option<poll::FeedSettings>,
 }
 
+/// Whether the JSON names a `mode` (the wasm module's body-only mode for
+/// the ext_authz plane, which the native module does not have).
+pub fn is_mode_config(json: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Value>(json)
+        .ok()
+        .is_some_and(|v| v.get("mode").is_some())
+}
+
 /// Parses and validates the plugin configuration: the shared gateway
 /// settings (every backend with its admin keys) plus credentials and feed.
 pub fn parse(json: &[u8]) -> Result<Config, String> {

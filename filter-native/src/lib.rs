@@ -1,13 +1,19 @@
-//! bucketgate as an Envoy 1.40 dynamic module: a native HTTP filter that
-//! will run `bucketgate_core::gateway` (issue #12). **Not finished:** today
-//! it loads (ABI version, every hook Envoy resolves) and refuses every
-//! request with a 503 S3 error, so a gateway configured with it fails
-//! closed. `abi` is the only place that crosses the C ABI; the ABI facts it
-//! relies on are in `docs/envoy-dynamic-modules-abi.md`, and
-//! `tests/e2e/test_native_module.py` checks its imports against the shipped
-//! Envoy's exports and loads it.
+//! bucketgate as an Envoy 1.40 dynamic module: a native HTTP filter running
+//! `bucketgate_core::gateway` in Envoy's worker threads — the same
+//! decisions as the wasm filter (same plugin JSON, same S3 errors, same
+//! audit row), without V8 in between.
+//!
+//! - `abi`: the only place that crosses the C ABI (imports checked against
+//!   the shipped Envoy by `tests/e2e/test_native_module.py`; the ABI facts
+//!   are in `docs/envoy-dynamic-modules-abi.md`);
+//! - `filter`: config, feed poll and the per-stream hooks;
+//! - `limiter`: rate limits shared by all workers through atomics.
+//!
+//! Build it with `cargo build --profile native -p bucketgate-filter-native`
+//! (the workspace's release profile aborts on panic, which would take
+//! `catch_unwind` away) and load it by name
+//! (`ENVOY_DYNAMIC_MODULES_SEARCH_PATH`, see `envoy/gateway.py --mode native`).
 
 pub mod abi;
-
-/// The S3-style refusal every request gets until the native plane exists.
-pub const NOT_READY_BODY: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>ServiceUnavailable</Code><Message>the bucketgate native data plane is not implemented yet</Message></Error>";
+pub mod filter;
+pub mod limiter;

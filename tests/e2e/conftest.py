@@ -1,11 +1,12 @@
 """End-to-end harness: a real s3s-fs upstream (it verifies SigV4 under its own
 admin key, so a re-signing bug fails a test) behind a real Envoy 1.40 running
-either data plane: the bucketgate wasm filter (`wasm`) or Envoy's ext_authz
-filter calling the bucketgate-authz gRPC service (the broker: keys made with
-its CLI in its SQLite store), with the wasm module in its body-only mode for
-aws-chunked bodies (`ext-authz`). The `gateway` fixture is
-parametrised over both modes, so every end-to-end test runs against each.
-Everything listens on 127.0.0.1 only."""
+one of the three data planes: the bucketgate wasm filter (`wasm`), the same
+filter as a native dynamic module (`native`, same plugin config), or
+Envoy's ext_authz filter calling the bucketgate-authz gRPC service (the
+broker: keys made with its CLI in its SQLite store), with the wasm module in
+its body-only mode for aws-chunked bodies (`ext-authz`). The `gateway`
+fixture is parametrised over the three, so every end-to-end test runs
+against each. Everything listens on 127.0.0.1 only."""
 
 import json
 import os
@@ -29,7 +30,18 @@ WASM = ROOT / "target/wasm32-wasip1/release/bucketgate_filter_wasm.wasm"
 CLIENT = ROOT / "target/debug/bucketgate-testclient"
 # The broker + ext_authz service (`serve --grpc-listen`).
 AUTHZ = ROOT / "target/debug/bucketgate-authz"
-MODES = ["wasm", "ext-authz"]
+# The native module (`cargo build --profile native`); Envoy loads it by name
+# from this directory (ENVOY_DYNAMIC_MODULES_SEARCH_PATH).
+NATIVE_DIR = ROOT / "target/native"
+NATIVE = NATIVE_DIR / "libbucketgate_filter_native.so"
+MODES = ["wasm", "native", "ext-authz"]
+# The planes that run the whole filter in Envoy with a plugin config.
+FILTER_MODES = ("wasm", "native")
+
+
+def envoy_env():
+    """Envoy's environment: the native module's directory on its search path."""
+    return {**os.environ, "ENVOY_DYNAMIC_MODULES_SEARCH_PATH": str(NATIVE_DIR)}
 
 ADMIN_KEY, ADMIN_SECRET = "BUCKETGATEADMIN", "admin-secret-upstream-only"
 REGION = "us-east-1"
@@ -207,7 +219,8 @@ def launch(work, mode, start_authz=True, envoy_config=None, gateway_admin_secret
     admin secret the gateway signs with (s3s-fs always verifies
     ADMIN_SECRET); `limits` are extra `s3_proxy` settings. The caller stops
     `procs`."""
-    needed = [ENVOY, S3S_FS, WASM, CLIENT] + ([AUTHZ] if mode == "ext-authz" else [])
+    needed = [ENVOY, S3S_FS, WASM, CLIENT] + ([AUTHZ] if mode == "ext-authz" else []) + (
+        [NATIVE] if mode == "native" else [])
     for path in needed:
         if not path.exists():
             pytest.fail(f"{path} is missing: run `make test` (it installs and builds everything)")
@@ -242,7 +255,7 @@ def launch(work, mode, start_authz=True, envoy_config=None, gateway_admin_secret
     metrics_url = f"http://127.0.0.1:{admin_port}/stats/prometheus"
     secrets = {k: s for k, (s, _, _) in TENANTS.items()}
     authz_cmd = None
-    if mode == "wasm":
+    if mode in FILTER_MODES:
         plugin = {
             **settings,
             "backends": [{**backend, "access_key_id": ADMIN_KEY, "secret_access_key": gateway_admin_secret}],
@@ -253,7 +266,7 @@ def launch(work, mode, start_authz=True, envoy_config=None, gateway_admin_secret
             ],
         }
         (work / "plugin.json").write_text(json.dumps(plugin))
-        render += ["--plugin-config", str(work / "plugin.json")]
+        render += ["--plugin-config", str(work / "plugin.json"), "--mode", mode]
     else:
         authz_port, http_port = free_port(), free_port()
         # The broker as deployed: SQLite store (keys made with its CLI),
@@ -283,7 +296,7 @@ def launch(work, mode, start_authz=True, envoy_config=None, gateway_admin_secret
     procs["envoy"] = subprocess.Popen(
         [str(ENVOY), "-c", str(work / "envoy.json"), "--concurrency", "2", "--log-level", "warn",
          "--base-id", str(gw_port)],
-        stdout=open(work / "envoy.log", "w"), stderr=subprocess.STDOUT,
+        stdout=open(work / "envoy.log", "w"), stderr=subprocess.STDOUT, env=envoy_env(),
     )
     gw = Gateway(f"http://127.0.0.1:{gw_port}", f"http://127.0.0.1:{admin_port}", access_log,
                  f"http://127.0.0.1:{s3_port}", data, tls_endpoint=f"https://127.0.0.1:{tls_port}", ca=cert,

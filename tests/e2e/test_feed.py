@@ -1,6 +1,7 @@
 """The live credential feed end to end: `bucketgate-authz serve` (SQLite in a
 temporary directory, keys made with its CLI) feeds a real Envoy running the
-filter with no static credentials, in front of signature-verifying s3s-fs.
+filter (wasm and native: both poll the feed) with no static credentials, in
+front of signature-verifying s3s-fs.
 
 A created key works, a revoked one answers 401 within a poll period, and
 with the broker gone the filter keeps its last snapshot and says so in
@@ -14,8 +15,8 @@ import time
 import pytest
 import requests
 
-from conftest import (ADMIN_KEY, ADMIN_SECRET, ENVOY, REGION, ROOT, S3S_FS, WASM, Gateway,
-                      free_port, status_of, wait_for)
+from conftest import (ADMIN_KEY, ADMIN_SECRET, ENVOY, FILTER_MODES, NATIVE, REGION, ROOT, S3S_FS, WASM, Gateway,
+                      envoy_env, free_port, status_of, wait_for)
 
 AUTHZ = ROOT / "target/debug/bucketgate-authz"
 POLL_MS = 500
@@ -66,10 +67,11 @@ class Broker:
             self.proc.wait(timeout=10)
 
 
-def start_envoy(work, plugin, s3_port, feed_port, gw_port, admin_port):
+def start_envoy(work, plugin, s3_port, feed_port, gw_port, admin_port, mode="wasm"):
     (work / "plugin.json").write_text(json.dumps(plugin))
     cfg = subprocess.run(
-        ["python3", str(ROOT / "envoy/gateway.py"), "--wasm", str(WASM), "--plugin-config", str(work / "plugin.json"),
+        ["python3", str(ROOT / "envoy/gateway.py"), "--mode", mode, "--wasm", str(WASM),
+         "--plugin-config", str(work / "plugin.json"),
          "--backend", f"backend_local=127.0.0.1:{s3_port}", "--feed-cluster", f"bucketgate_feed=127.0.0.1:{feed_port}",
          "--port", str(gw_port), "--admin-port", str(admin_port), "--access-log", str(work / "access.log")],
         check=True, capture_output=True, text=True,
@@ -78,16 +80,17 @@ def start_envoy(work, plugin, s3_port, feed_port, gw_port, admin_port):
     return subprocess.Popen(
         [str(ENVOY), "-c", str(work / "envoy.json"), "--concurrency", "2", "--log-level", "warn",
          "--base-id", str(gw_port)],
-        stdout=open(work / "envoy.log", "w"), stderr=subprocess.STDOUT,
+        stdout=open(work / "envoy.log", "w"), stderr=subprocess.STDOUT, env=envoy_env(),
     )
 
 
-@pytest.fixture(scope="module")
-def feed_env(tmp_path_factory):
-    for path in (ENVOY, S3S_FS, WASM, AUTHZ):
+@pytest.fixture(scope="module", params=FILTER_MODES)
+def feed_env(request, tmp_path_factory):
+    mode = request.param
+    for path in (ENVOY, S3S_FS, WASM, AUTHZ, NATIVE):
         if not path.exists():
             pytest.fail(f"{path} is missing: run `make test` (it installs and builds everything)")
-    work = tmp_path_factory.mktemp("feed")
+    work = tmp_path_factory.mktemp(f"feed-{mode}")
     data = work / "data"
     for b in ("alpha", "beta"):
         (data / b).mkdir(parents=True)
@@ -122,7 +125,7 @@ def feed_env(tmp_path_factory):
         # One key exists before the broker starts.
         first = broker.create("alpha")
         broker.start()
-        procs.append(start_envoy(work, plugin, s3_port, http_port, gw_port, admin_port))
+        procs.append(start_envoy(work, plugin, s3_port, http_port, gw_port, admin_port, mode))
         wait_for(f"http://127.0.0.1:{s3_port}/")
         wait_for(f"http://127.0.0.1:{admin_port}/ready")
         gw = Gateway(f"http://127.0.0.1:{gw_port}", f"http://127.0.0.1:{admin_port}", work / "access.log",
@@ -262,7 +265,8 @@ def test_broker_down_keeps_the_last_snapshot_and_logs_it(feed_env):
     assert gw.upstream_client().get_object(Bucket="alpha", Key="while-down.txt")["Body"].read() == b"still here"
 
 
-def test_no_feed_ever_and_no_static_credentials_fails_closed(tmp_path):
+@pytest.mark.parametrize("mode", FILTER_MODES)
+def test_no_feed_ever_and_no_static_credentials_fails_closed(tmp_path, mode):
     """The broker was never reachable: every key is unknown (401), and the
     log says there is no snapshot."""
     gw_port, admin_port, dead_port, s3_port = free_port(), free_port(), free_port(), free_port()
@@ -274,7 +278,7 @@ def test_no_feed_ever_and_no_static_credentials_fails_closed(tmp_path):
         }],
         "feed": {"cluster": "bucketgate_feed", "token": FEED_TOKEN, "poll_ms": POLL_MS, "timeout_ms": 500},
     }
-    envoy = start_envoy(tmp_path, plugin, s3_port, dead_port, gw_port, admin_port)
+    envoy = start_envoy(tmp_path, plugin, s3_port, dead_port, gw_port, admin_port, mode)
     try:
         wait_for(f"http://127.0.0.1:{admin_port}/ready")
         gw = Gateway(f"http://127.0.0.1:{gw_port}", f"http://127.0.0.1:{admin_port}", tmp_path / "access.log",

@@ -190,6 +190,9 @@ def test_audit_rows_and_metrics(gateway):
     if gateway.mode == "wasm":  # the filter's metrics, in Envoy's stats
         assert "bucketgate_requests_PutObject_allow" in stats
         assert "bucketgate_denied_scope_violation" in stats
+    elif gateway.mode == "native":  # the module's labelled counters, in Envoy's stats
+        assert 'dynamicmodulescustom_bucketgate_requests{operation="PutObject",decision="allow"}' in stats
+        assert 'dynamicmodulescustom_bucketgate_denied{reason="scope_violation"}' in stats
     else:  # the authz service's /metrics
         assert 'bucketgate_extauthz_checks_total{decision="allow",operation="PutObject"}' in stats
         assert 'bucketgate_extauthz_denied_total{reason="scope_violation"}' in stats
