@@ -10,7 +10,7 @@ VENV := $(or $(BUCKETGATE_CACHE),$(HOME)/.cache/bucketgate)/venv
 WASM := target/wasm32-wasip1/release/bucketgate_filter_wasm.wasm
 MODE ?= wasm
 
-.PHONY: test demo bench bench-core fuzz lint setup-rust check-wasm check-fuzz e2e wasm test-kube
+.PHONY: test demo bench bench-core fuzz lint setup-rust check-wasm check-fuzz e2e wasm native test-kube
 
 test: setup-rust lint
 	$(CARGO) test --workspace
@@ -22,7 +22,8 @@ e2e: wasm
 	@scripts/setup.sh python
 	@scripts/setup.sh s3s
 	@scripts/setup.sh awscli
-	$(CARGO) build -p bucketgate-testclient -p bucketgate-authz -p bucketgate-filter-native
+	$(CARGO) build -p bucketgate-testclient -p bucketgate-authz
+	$(MAKE) native
 	$(VENV)/bin/python -m pytest tests/e2e -q
 
 # Against a real Kubernetes control plane (tests/kube): kube-apiserver,
@@ -38,6 +39,10 @@ test-kube: wasm
 
 wasm: setup-rust
 	$(CARGO) build --release -p bucketgate-filter-wasm --target wasm32-wasip1
+
+# The native data plane: target/native/libbucketgate_filter_native.so.
+native: setup-rust
+	$(CARGO) build --profile native -p bucketgate-filter-native
 
 lint: setup-rust
 	$(CARGO) fmt --all -- --check
@@ -60,7 +65,7 @@ demo:
 # vs our filter, against nginx and s3s-fs; writes target/bench/results.{json,md}.
 # Extra options for benches/run.py: make bench BENCH_ARGS="--rounds 5".
 BENCH_ARGS ?=
-bench: wasm
+bench: wasm native
 	@scripts/setup.sh python
 	@scripts/setup.sh s3s
 	@scripts/setup.sh bench

@@ -42,6 +42,8 @@ CACHE = pathlib.Path(os.environ.get("BUCKETGATE_CACHE", pathlib.Path.home() / ".
 ENVOY = CACHE / "venv/bin/envoy"
 S3S_FS = CACHE / "tools/bin/s3s-fs"
 FILTER_WASM = ROOT / "target/wasm32-wasip1/release/bucketgate_filter_wasm.wasm"
+NATIVE_DIR = ROOT / "target/native"
+NATIVE_SO = NATIVE_DIR / "libbucketgate_filter_native.so"
 SHA256_WASM = ROOT / "target/wasm32-wasip1/release/bucketgate_bench_sha256_wasm.wasm"
 CLIENT = ROOT / "target/debug/bucketgate-testclient"
 
@@ -74,6 +76,29 @@ def free_port():
         return s.getsockname()[1]
 
 
+# Process name ("envoy-filter-fast", "authz-fast", ...) -> pid, for CPU and RSS.
+PIDS = {}
+
+
+def cpu_seconds(pid):
+    """User + system CPU seconds of a process (all its threads) so far."""
+    try:
+        fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_kib(pid):
+    try:
+        for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
 class Procs:
     """Processes this run started; stopped by their own pid/session only."""
 
@@ -81,10 +106,11 @@ class Procs:
         self.work = work
         self.procs = []
 
-    def start(self, name, argv):
+    def start(self, name, argv, env=None):
         logf = open(self.work / f"{name}.log", "w")
-        p = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
+        p = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True, env=env)
         self.procs.append((name, p))
+        PIDS[name] = p.pid
         return p
 
     def stop(self, only=None):
@@ -176,8 +202,10 @@ class Variant:
 def run_envoy(procs, work, name, cfg, port, admin_port, args):
     path = work / f"envoy-{name}.json"
     path.write_text(cfg if isinstance(cfg, str) else envoy_configs.dump(cfg))
+    # The native variant's module is found on this path (the others ignore it).
+    env = dict(os.environ, ENVOY_DYNAMIC_MODULES_SEARCH_PATH=str(NATIVE_DIR))
     p = procs.start(f"envoy-{name}", [str(ENVOY), "-c", str(path), "--concurrency", str(args.concurrency),
-                                      "--log-level", "warn", "--base-id", str(port)])
+                                      "--log-level", "warn", "--base-id", str(port)], env=env)
     wait_http(admin_port, "/ready", seconds=30, proc=p, name=f"envoy {name}")
     return port
 
@@ -231,6 +259,11 @@ def start_filter(procs, work, up, args, tag):
     return run_envoy(procs, work, f"filter-{tag}", cfg, port, admin, args)
 
 
+def start_native(procs, work, up, args, tag):
+    cfg, port, admin = gateway_py(work, f"native-{tag}", up, args, extra_flags=["--mode", "native"])
+    return run_envoy(procs, work, f"native-{tag}", cfg, port, admin, args)
+
+
 AUTHZ = ROOT / "target/release/bucketgate-authz"
 
 
@@ -279,8 +312,19 @@ VARIANTS = {
                      "use_unsigned_payload)", TENANT, False, start_sigv4),
     "filter": Variant("filter", "Envoy + bucketgate proxy-wasm filter (envoy/gateway.py)", TENANT, True,
                       start_filter),
+    "native": Variant("native", "Envoy + bucketgate native dynamic module (envoy/gateway.py --mode native)", TENANT,
+                      True, start_native),
     "ext_authz": Variant("ext_authz", "Envoy + bucketgate ext_authz service", TENANT, True, start_ext_authz),
 }
+
+
+def service_pids(variant, upname):
+    """The processes doing a variant's work: its Envoy, and for ext_authz
+    the service as well."""
+    pids = {"envoy": PIDS.get(f"envoy-{variant}-{upname}")}
+    if variant == "ext_authz":
+        pids["service"] = PIDS.get(f"authz-{upname}")
+    return {k: v for k, v in pids.items() if v is not None}
 
 
 # --------------------------------------------------------------------------
@@ -583,8 +627,14 @@ def bench_upstream(upname, args, work, procs, caps, rows, put_rows, notes):
         log(f"{up.name} round {rnd}/{args.rounds} (load average {la})")
         for case in args.cases:
             for v in variants:
+                pids = service_pids(v.name, up.name)
+                cpu0 = {k: cpu_seconds(pid) for k, pid in pids.items()}
                 r = load(case, scripts[(case, v.name, "req")], scripts[(case, v.name)], ports[v.name], args,
                          args.duration)
+                for k, pid in pids.items():
+                    c1 = cpu_seconds(pid)
+                    if c1 is not None and cpu0[k] is not None and r.get("requests"):
+                        r[f"{k}_cpu_us_per_req"] = round((c1 - cpu0[k]) * 1e6 / r["requests"], 2)
                 r.update(case=case, variant=v.name, upstream=up.name, round=rnd,
                          status=statuses[(case, v.name)])
                 rows.append(r)
@@ -618,7 +668,15 @@ def bench_upstream(upname, args, work, procs, caps, rows, put_rows, notes):
                             log("note: " + msg)
                     put_rows.append(row)
                     log(f"  {PUT_CASE} {v.name:12} {row['mib_s']:7.1f} MiB/s  status {status}")
+    # Envoy's (and the service's) resident memory after the whole run.
+    for v in variants:
+        for k, pid in service_pids(v.name, up.name).items():
+            RSS[f"{up.name}/{v.name}/{k}"] = rss_kib(pid)
     return up
+
+
+# "<upstream>/<variant>/<envoy|service>" -> VmRSS KiB after the run.
+RSS = {}
 
 
 def median(xs):
@@ -641,6 +699,10 @@ def aggregate(rows, put_rows, args):
             "rounds": [{"round": r["round"], "rps": round(r["rps"], 1), "p50_us": r["p50_us"], "p99_us": r["p99_us"]}
                        for r in rs],
         })
+        for k in ("envoy", "service"):
+            xs = [r[f"{k}_cpu_us_per_req"] for r in rs if f"{k}_cpu_us_per_req" in r]
+            if xs:
+                cases[-1][f"{k}_cpu_us_per_req"] = round(median(xs), 2)
     for (variant, upstream) in dict.fromkeys((r["variant"], r["upstream"]) for r in put_rows):
         rs = [r for r in put_rows if (r["variant"], r["upstream"]) == (variant, upstream)]
         secs = [r["seconds"] for r in rs]
@@ -694,10 +756,20 @@ def targets(cases, selftest):
                     "per_round": [round(a[k] / b[k], 3) for k in rounds], "threshold": threshold,
                     "met": r >= threshold})
 
-    ratio_target("filter GET 1 KiB rps / bare GET 1 KiB rps", find(cases, "get_1k", "filter"), bare, 0.90)
-    ratio_target("filter ListBuckets rps / bare GET 1 KiB rps", find(cases, "list_buckets", "filter"), bare, 1.5)
-    ratio_target("filter bad signature rps / bare GET 1 KiB rps", find(cases, "bad_signature", "filter"), bare, 1.5)
-    ratio_target("ext_authz GET 1 KiB rps / bare GET 1 KiB rps", find(cases, "get_1k", "ext_authz"), bare, 0.60)
+    # Issue #12's table: per plane (wasm = "filter"), GET/HEAD/PUT 1 KiB
+    # against bare GET... of the same case, and the answered-locally cases
+    # against bare GET 1 KiB.
+    planes = [("native", 0.90, 2.0), ("filter", 0.65, 1.5), ("ext_authz", 0.60, 1.0)]
+    for variant, same_case, local in planes:
+        for case, label in (("get_1k", "GET 1 KiB"), ("head", "HEAD"), ("put_1k", "PUT 1 KiB")):
+            ratio_target(f"{variant} {label} rps / bare {label} rps", find(cases, case, variant),
+                         find(cases, case, "bare"), same_case)
+        ratio_target(f"{variant} ListBuckets rps / bare GET 1 KiB rps", find(cases, "list_buckets", variant), bare,
+                     local)
+        ratio_target(f"{variant} bad signature rps / bare GET 1 KiB rps", find(cases, "bad_signature", variant),
+                     bare, local)
+    ratio_target("native chunked PUT MiB/s / bare Envoy MiB/s (same bytes)",
+                 find(cases, PUT_CASE, "native"), find(cases, PUT_CASE, "bare"), 0.75, "mib_s")
     # "close to the speed of sha256 inside wasm": read here as >= 0.80x of
     # the same PUT through an Envoy whose only filter hashes the body in V8.
     ratio_target("filter chunked PUT MiB/s / sha256-in-wasm filter MiB/s",
@@ -755,6 +827,23 @@ def markdown(result):
     if result["sha256_selftest_mib_s"]:
         lines += [f"SHA-256 inside V8 (benches/sha256-wasm self-test, {m['put_mib']} MiB in memory, one per VM): "
                   + ", ".join(f"{x:.0f}" for x in result["sha256_selftest_mib_s"]) + " MiB/s", ""]
+    lines += ["## per plane (fast upstream, GET 1 KiB)", "",
+              "Latency added = the variant's median p50/p99 minus bare Envoy's; CPU = CPU time of the process(es) "
+              "during the case's load divided by its requests (median over rounds); RSS after the whole run.", "",
+              "| variant | p50 added | p99 added | Envoy CPU µs/req | service CPU µs/req | Envoy RSS | service RSS |",
+              "|---|---|---|---|---|---|---|"]
+    bare = find(result["cases"], "get_1k", "bare")
+    for v in variants:
+        c = find(result["cases"], "get_1k", v)
+        if c is None or bare is None:
+            continue
+        rss = result.get("rss_kib", {})
+        env_rss, svc_rss = rss.get(f"fast/{v}/envoy"), rss.get(f"fast/{v}/service")
+        lines.append(f"| {v} | {c['p50_us'] - bare['p50_us']} µs | {c['p99_us'] - bare['p99_us']} µs | "
+                     f"{c.get('envoy_cpu_us_per_req', '–')} | {c.get('service_cpu_us_per_req', '–')} | "
+                     f"{f'{env_rss / 1024:.0f} MiB' if env_rss else '–'} | "
+                     f"{f'{svc_rss / 1024:.0f} MiB' if svc_rss else '–'} |")
+    lines.append("")
     lines += ["## targets (fast upstream)", "",
               "Measured = median over rounds of the within-round ratio (the ratio of the medians beside it).", "",
               "| target | measured | per round | ratio of medians | threshold | |", "|---|---|---|---|---|---|"]
@@ -785,7 +874,7 @@ def main():
     p.add_argument("--uploads", type=int, default=1, help="uploads per variant per round")
     p.add_argument("--read-sample-rate", type=float, default=1.0, help="filter audit.read_sample_rate")
     p.add_argument("--upstreams", default="fast,s3s")
-    p.add_argument("--variants", default="bare,sigv4,filter,ext_authz")
+    p.add_argument("--variants", default="bare,sigv4,filter,native,ext_authz")
     p.add_argument("--cases", default=",".join(CASES))
     p.add_argument("--keep-work", action="store_true")
     p.add_argument("--from-json", help="only recompute targets and the table from a results.json")
@@ -814,7 +903,8 @@ def main():
     for u in args.upstreams:
         if u not in UPSTREAMS:
             p.error(f"unknown upstream {u}")
-    needed = [ENVOY, FILTER_WASM, SHA256_WASM, CLIENT] + ([S3S_FS] if "s3s" in args.upstreams else [])
+    needed = [ENVOY, FILTER_WASM, SHA256_WASM, CLIENT] + ([S3S_FS] if "s3s" in args.upstreams else []) + (
+        [NATIVE_SO] if "native" in args.variants else [])
     for path in needed:
         if not path.exists():
             sys.exit(f"{path} is missing: run `make bench` (it installs and builds everything)")
@@ -866,6 +956,7 @@ def main():
         },
         "cases": cases,
         "sha256_selftest_mib_s": [round(x, 1) for x in selftest],
+        "rss_kib": RSS,
         "targets": targets(cases, selftest),
         "notes": notes,
     }

@@ -74,8 +74,8 @@ def wasm_filter(args, plugin_config):
 
 # The module's name: Envoy loads lib<NAME>.so from ENVOY_DYNAMIC_MODULES_SEARCH_PATH.
 NATIVE_MODULE = "bucketgate_filter_native"
-# Where the native filter writes the audit row (dynamic metadata).
-NATIVE_AUDIT_NS = "bucketgate"
+# Where the native filter writes the audit row (filter state).
+NATIVE_AUDIT_KEY = "bucketgate.audit"
 
 
 def native_filter(plugin_config):
@@ -296,10 +296,7 @@ def render(args):
         json.loads(plugin_config)  # fail early on a broken file
         filters = [native_filter(plugin_config)]
         access_log = audit_log(
-            args,
-            f"%DYNAMIC_METADATA({NATIVE_AUDIT_NS}:audit)%",
-            f"'{NATIVE_AUDIT_NS}' in metadata.filter_metadata"
-            f" && 'audit' in metadata.filter_metadata['{NATIVE_AUDIT_NS}']",
+            args, f"%FILTER_STATE({NATIVE_AUDIT_KEY}:PLAIN)%", f"'{NATIVE_AUDIT_KEY}' in filter_state"
         )
     elif args.mode == "wasm":
         with open(args.plugin_config) as f:

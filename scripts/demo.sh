@@ -3,6 +3,8 @@
 # bucketgate-authz broker (SQLite store .demo/credentials.db, two tenant keys
 # made with its CLI) + Envoy with the bucketgate filter on 127.0.0.1:8090,
 # which polls the broker's credential feed. Two buckets, two tenant keys.
+# MODE=native: the same filter as a native Envoy dynamic module
+# (target/native/libbucketgate_filter_native.so), same plugin config and feed.
 # MODE=ext-authz: Envoy asks the bucketgate-authz ext_authz gRPC service
 # (the broker: `serve --grpc-listen 127.0.0.1:$AUTHZ_PORT`, health and
 # metrics on $AUTHZ_HTTP_PORT, keys in .demo/credentials.db made with its
@@ -22,8 +24,8 @@ AUTHZ_PORT="${AUTHZ_PORT:-9191}"
 AUTHZ_HTTP_PORT="${AUTHZ_HTTP_PORT:-9192}"
 
 case "$MODE" in
-  wasm|ext-authz) ;;
-  *) echo "MODE=$MODE: use MODE=wasm or MODE=ext-authz" >&2; exit 2 ;;
+  wasm|native|ext-authz) ;;
+  *) echo "MODE=$MODE: use MODE=wasm, MODE=native or MODE=ext-authz" >&2; exit 2 ;;
 esac
 
 scripts/setup.sh rust
@@ -31,6 +33,10 @@ scripts/setup.sh python
 scripts/setup.sh s3s
 cargo build --release -p bucketgate-filter-wasm --target wasm32-wasip1
 cargo build --release -p bucketgate-authz
+if [ "$MODE" = native ]; then
+  cargo build --profile native -p bucketgate-filter-native
+  export ENVOY_DYNAMIC_MODULES_SEARCH_PATH="$ROOT/target/native"
+fi
 
 mkdir -p "$DEMO/data/demo-bucket" "$DEMO/data/other-bucket"
 ADMIN_KEY=$(python3 -c 'import secrets,string; print("ADMIN"+"".join(secrets.choice(string.ascii_uppercase+"234567") for _ in range(15)))')
@@ -67,7 +73,7 @@ create() { # bucket -> "KEY SECRET"
 read -r T_KEY T_SECRET < <(create demo-bucket)
 read -r O_KEY O_SECRET < <(create other-bucket)
 
-if [ "$MODE" = wasm ]; then
+if [ "$MODE" != ext-authz ]; then
 # No secret in the plugin config: tenant and admin keys come from the
 # broker's feed as date-scoped derived signing keys (polled every second).
 python3 - "$DEMO/plugin.json" <<PY
@@ -81,7 +87,7 @@ with open(os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w
   "feed": {"cluster": "bucketgate_feed", "token": "$BUCKETGATE_FEED_TOKEN", "poll_ms": 1000, "timeout_ms": 1000}
   }, f, indent=1)
 PY
-python3 envoy/gateway.py --wasm "$WASM" \
+python3 envoy/gateway.py --mode "$MODE" --wasm "$WASM" \
   --plugin-config "$DEMO/plugin.json" --backend "backend_local=127.0.0.1:$S3_PORT" \
   --feed-cluster "bucketgate_feed=127.0.0.1:$AUTHZ_HTTP_PORT" \
   --port "$PORT" --admin-port "$ADMIN_PORT" --access-log "$DEMO/audit.log" > "$DEMO/envoy.json"
@@ -135,7 +141,7 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 curl -fs "127.0.0.1:$ADMIN_PORT/ready" >/dev/null || { echo "Envoy did not start; see $DEMO/envoy.log" >&2; exit 1; }
-if [ "$MODE" = wasm ]; then # the filter's first feed fetch
+if [ "$MODE" != ext-authz ]; then # the filter's first feed fetch
   for _ in $(seq 50); do
     curl -fs "127.0.0.1:$AUTHZ_HTTP_PORT/metrics" | grep -q '^bucketgate_feed_requests_total{status="200"}' && break
     sleep 0.1
@@ -144,7 +150,7 @@ fi
 
 cat <<MSG
 
-bucketgate demo ($MODE): S3 gateway on http://127.0.0.1:$PORT (Envoy + $([ "$MODE" = wasm ] && echo "wasm filter" || echo "ext_authz → bucketgate-authz on 127.0.0.1:$AUTHZ_PORT")),
+bucketgate demo ($MODE): S3 gateway on http://127.0.0.1:$PORT (Envoy + $(case "$MODE" in wasm) echo "wasm filter" ;; native) echo "native dynamic-module filter" ;; *) echo "ext_authz → bucketgate-authz on 127.0.0.1:$AUTHZ_PORT" ;; esac)),
 upstream s3s-fs on 127.0.0.1:$S3_PORT holding the only admin key.
 
   $DEMO/tenant.env   key scoped to demo-bucket

@@ -212,6 +212,45 @@ impl DenyReason {
     }
 
     /// Stable snake_case reason for audit rows and metrics labels.
+    /// Every value [`Self::audit_reason`] can take (a host can define one
+    /// metric per reason up front).
+    pub const AUDIT_REASONS: &'static [&'static str] = &[
+        "authorization_header_malformed",
+        "authorization_query_malformed",
+        "unsupported_authorization",
+        "invalid_argument",
+        "invalid_request",
+        "invalid_bucket_name",
+        "malformed_chunk",
+        "incomplete_body",
+        "malformed_xml",
+        "header_not_allowed",
+        "query_parameter_not_allowed",
+        "upstream_credentials_rejected",
+        "signature_mismatch",
+        "chunk_signature_mismatch",
+        "unknown_key",
+        "disabled",
+        "expired",
+        "presign_expired",
+        "presign_not_yet_valid",
+        "clock_skew",
+        "scope_violation",
+        "operation_denied",
+        "copy_source_scope_violation",
+        "anonymous",
+        "anonymous_write",
+        "reserved_key",
+        "method_not_allowed",
+        "not_implemented",
+        "rate_limited_global",
+        "rate_limited_key",
+        "rate_limited_source_ip",
+        "quota_exceeded",
+        "internal_error",
+        "unavailable",
+    ];
+
     pub fn audit_reason(&self) -> &'static str {
         use DenyReason::*;
         match self {
@@ -357,6 +396,69 @@ pub fn push_escaped(out: &mut String, text: &str) {
 
 #[cfg(test)]
 mod tests {
+
+    /// One value of every variant: `AUDIT_REASONS` lists each reason, once.
+    #[test]
+    fn every_audit_reason_is_listed() {
+        use AccessDeniedReason as A;
+        let all = [
+            DenyReason::AuthorizationHeaderMalformed("x".into()),
+            DenyReason::AuthorizationQueryParametersError("x".into()),
+            DenyReason::UnsupportedAuthorization,
+            DenyReason::InvalidArgument("x".into()),
+            DenyReason::InvalidRequest("x".into()),
+            DenyReason::InvalidBucketName,
+            DenyReason::MalformedChunk("x"),
+            DenyReason::IncompleteBody,
+            DenyReason::MalformedXml("x"),
+            DenyReason::SignatureDoesNotMatch(Box::new(SignatureMismatch {
+                access_key_id: String::new(),
+                signature_provided: String::new(),
+                string_to_sign: String::new(),
+                canonical_request: String::new(),
+            })),
+            DenyReason::ChunkSignatureDoesNotMatch,
+            DenyReason::InvalidAccessKeyId,
+            DenyReason::CredentialDisabled,
+            DenyReason::CredentialExpired,
+            DenyReason::RequestExpired,
+            DenyReason::RequestNotYetValid,
+            DenyReason::RequestTimeTooSkewed,
+            DenyReason::AccessDenied(A::ScopeViolation),
+            DenyReason::AccessDenied(A::OperationNotAllowed),
+            DenyReason::AccessDenied(A::CopySourceOutOfScope),
+            DenyReason::AccessDenied(A::Anonymous),
+            DenyReason::AccessDenied(A::AnonymousWrite),
+            DenyReason::AccessDenied(A::ReservedKey),
+            DenyReason::HeaderNotAllowed("x".into()),
+            DenyReason::QueryParameterNotAllowed("x".into()),
+            DenyReason::MethodNotAllowed,
+            DenyReason::NotImplemented("x"),
+            DenyReason::SlowDown {
+                limit: RateLimit::Global,
+                retry_after_secs: 1,
+            },
+            DenyReason::SlowDown {
+                limit: RateLimit::PerKey,
+                retry_after_secs: 1,
+            },
+            DenyReason::SlowDown {
+                limit: RateLimit::PerSourceIp,
+                retry_after_secs: 1,
+            },
+            DenyReason::EntityTooLarge,
+            DenyReason::InternalError("x"),
+            DenyReason::UpstreamCredentialsRejected,
+            DenyReason::ServiceUnavailable,
+        ];
+        let mut seen: Vec<&str> = all.iter().map(DenyReason::audit_reason).collect();
+        seen.sort_unstable();
+        seen.dedup();
+        let mut listed = DenyReason::AUDIT_REASONS.to_vec();
+        listed.sort_unstable();
+        assert_eq!(seen, listed);
+    }
+
     use super::*;
 
     #[test]

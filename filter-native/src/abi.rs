@@ -230,6 +230,11 @@ unsafe extern "C" {
         key: ModuleBuffer,
         value: ModuleBuffer,
     );
+    fn envoy_dynamic_module_callback_http_set_filter_state_bytes(
+        f: EnvoyFilter,
+        key: ModuleBuffer,
+        value: ModuleBuffer,
+    ) -> bool;
     fn envoy_dynamic_module_callback_http_filter_increment_counter(
         f: EnvoyFilter,
         id: usize,
@@ -311,8 +316,9 @@ pub fn log(level: LogLevel, message: &str) {
 pub struct Stream(EnvoyFilter);
 
 impl Stream {
-    /// Every header of one side (pseudo-headers first), copied.
-    pub fn headers(self, kind: HeaderKind) -> Option<Vec<(String, String)>> {
+    /// Every header of one side (pseudo-headers first), copied into one
+    /// buffer (two allocations per request, not two per header).
+    pub fn headers(self, kind: HeaderKind) -> Option<Headers> {
         // SAFETY: `self.0` is the stream of the running hook; the array has
         // exactly the size Envoy reported, and the views are copied before
         // any other callback.
@@ -328,7 +334,27 @@ impl Stream {
             {
                 return None;
             }
-            Some(raw.into_iter().map(|h| h.to_strings()).collect())
+            let mut bytes =
+                Vec::with_capacity(raw.iter().map(|h| h.key_length + h.value_length).sum());
+            let mut spans = Vec::with_capacity(n);
+            for h in &raw {
+                let k = EnvoyBuffer {
+                    ptr: h.key_ptr,
+                    length: h.key_length,
+                };
+                let v = EnvoyBuffer {
+                    ptr: h.value_ptr,
+                    length: h.value_length,
+                };
+                let start = bytes.len();
+                for b in [k, v] {
+                    if !b.ptr.is_null() && b.length > 0 {
+                        bytes.extend_from_slice(std::slice::from_raw_parts(b.ptr, b.length));
+                    }
+                }
+                spans.push((start, start + k.length, bytes.len()));
+            }
+            Some(Headers::new(bytes, spans))
         }
     }
 
@@ -476,6 +502,19 @@ impl Stream {
         }
     }
 
+    /// Sets a filter-state value (`%FILTER_STATE(<key>:PLAIN)%` in an
+    /// access log).
+    pub fn set_filter_state(self, key: &str, value: &str) -> bool {
+        // SAFETY: module buffers, copied during the call.
+        unsafe {
+            envoy_dynamic_module_callback_http_set_filter_state_bytes(
+                self.0,
+                ModuleBuffer::of(key.as_bytes()),
+                ModuleBuffer::of(value.as_bytes()),
+            )
+        }
+    }
+
     pub fn increment_counter(self, id: LabelledCounter, labels: &[&str], value: u64) {
         let raw: Vec<ModuleBuffer> = labels
             .iter()
@@ -517,6 +556,48 @@ impl Stream {
                 value,
             );
         }
+    }
+}
+
+/// One side's headers, copied out of Envoy: names and values as `&str`
+/// (bytes that are not UTF-8 are replaced, as everywhere else).
+#[derive(Debug)]
+pub struct Headers {
+    text: String,
+    /// (name start, value start, value end) in `text`.
+    spans: Vec<(usize, usize, usize)>,
+}
+
+impl Headers {
+    fn new(bytes: Vec<u8>, spans: Vec<(usize, usize, usize)>) -> Self {
+        match String::from_utf8(bytes) {
+            Ok(text) => Self { text, spans },
+            Err(e) => {
+                // Rare: rebuild header by header, replacing bad bytes.
+                let bytes = e.into_bytes();
+                let mut text = String::with_capacity(bytes.len());
+                let mut fixed = Vec::with_capacity(spans.len());
+                for (a, b, c) in spans {
+                    let start = text.len();
+                    text.push_str(&String::from_utf8_lossy(&bytes[a..b]));
+                    let mid = text.len();
+                    text.push_str(&String::from_utf8_lossy(&bytes[b..c]));
+                    fixed.push((start, mid, text.len()));
+                }
+                Self { text, spans: fixed }
+            }
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.spans
+            .iter()
+            .map(|&(a, b, c)| (&self.text[a..b], &self.text[b..c]))
+    }
+
+    /// The first value of `name` (lower case, as Envoy keeps them).
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.iter().find(|(k, _)| *k == name).map(|(_, v)| v)
     }
 }
 
@@ -1016,6 +1097,19 @@ mod tests {
     fn abi_version_is_a_c_string() {
         assert_eq!(ABI_VERSION.last(), Some(&0));
         assert_eq!(&ABI_VERSION[..ABI_VERSION.len() - 1], b"v0.2.0");
+    }
+
+    #[test]
+    fn headers_copied_into_one_buffer_read_back_and_bad_bytes_are_replaced() {
+        let mut bytes = b":path/a?b".to_vec();
+        bytes.extend_from_slice(b"x-bin\xffz");
+        let h = Headers::new(bytes, vec![(0, 5, 9), (9, 14, 16)]);
+        let all: Vec<_> = h.iter().collect();
+        assert_eq!(all, vec![(":path", "/a?b"), ("x-bin", "\u{fffd}z")]);
+        assert_eq!(h.get(":path"), Some("/a?b"));
+        assert_eq!(h.get("nope"), None);
+        let h = Headers::new(b"ab".to_vec(), vec![(0, 1, 2)]);
+        assert_eq!(h.get("a"), Some("b"));
     }
 
     #[test]

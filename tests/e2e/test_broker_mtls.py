@@ -25,7 +25,8 @@ import pytest
 import requests
 from botocore.exceptions import ClientError
 
-from conftest import (ADMIN_KEY, ADMIN_SECRET, AUTHZ, ENVOY, MODES, REGION, ROOT, S3S_FS, WASM, Gateway,
+from conftest import (ADMIN_KEY, ADMIN_SECRET, AUTHZ, ENVOY, FILTER_MODES, MODES, REGION, ROOT, S3S_FS, WASM,
+                      Gateway, envoy_env,
                       free_port, stop, wait_for, wait_ready)
 
 FEED_TOKEN = "e2e-mtls-feed-token-0123456789"
@@ -133,7 +134,7 @@ class Stack:
                   "--backend", f"backend_local=127.0.0.1:{self.s3_port}", "--port", str(gw_port),
                   "--admin-port", str(admin_port), "--access-log", str(self.work / f"{name}-access.log"),
                   "--broker-tls-cert", str(cert), "--broker-tls-key", str(key), "--broker-tls-ca", str(self.pki.ca)]
-        if self.mode == "wasm":
+        if self.mode in FILTER_MODES:
             plugin = {
                 "region": REGION,
                 # Wrong on purpose: only the feed's admin credentials work.
@@ -141,7 +142,7 @@ class Stack:
                 "feed": {"cluster": "bucketgate_feed", "token": FEED_TOKEN, "poll_ms": POLL_MS, "timeout_ms": 1000},
             }
             (self.work / f"{name}-plugin.json").write_text(json.dumps(plugin))
-            render += ["--plugin-config", str(self.work / f"{name}-plugin.json"),
+            render += ["--mode", self.mode, "--plugin-config", str(self.work / f"{name}-plugin.json"),
                        "--feed-cluster", f"bucketgate_feed=127.0.0.1:{self.http_port}"]
         else:
             render += ["--mode", "ext-authz", "--authz", f"127.0.0.1:{self.grpc_port}"]
@@ -150,7 +151,7 @@ class Stack:
         self.procs[name] = subprocess.Popen(
             [str(ENVOY), "-c", str(self.work / f"{name}.json"), "--concurrency", "1", "--log-level", "warn",
              "--base-id", str(gw_port)],
-            stdout=open(self.work / f"{name}.log", "w"), stderr=subprocess.STDOUT,
+            stdout=open(self.work / f"{name}.log", "w"), stderr=subprocess.STDOUT, env=envoy_env(),
         )
         admin = f"http://127.0.0.1:{admin_port}"
         wait_for(f"{admin}/ready")
@@ -211,8 +212,8 @@ def stack(request, tmp_path_factory, pki):
 # ---------------------------------------------------------------------------
 
 def test_boto3_through_envoy_with_the_broker_over_mutual_tls(stack):
-    cluster = "bucketgate_feed" if stack.mode == "wasm" else "bucketgate_authz"
-    if stack.mode == "wasm":
+    cluster = "bucketgate_feed" if stack.mode in FILTER_MODES else "bucketgate_authz"
+    if stack.mode in FILTER_MODES:
         # The filter's first feed fetch (its own admin secret is wrong).
         until("the feed over mTLS", lambda: broker_metric(
             stack, 'bucketgate_feed_requests_total{status="200"}') >= 1)
@@ -287,7 +288,7 @@ def test_envoy_with_a_certificate_from_another_ca_fails_closed(stack):
     refused = refused_handshakes(stack)
     endpoint, _ = stack.start_envoy("envoy-stranger", stack.pki.stranger)
     s3 = stack.client(endpoint)
-    if stack.mode == "wasm":
+    if stack.mode in FILTER_MODES:
         # Its feed polls are refused; with no snapshot every key is unknown.
         until("a refused feed handshake", lambda: refused_handshakes(stack) > refused)
         want = 401

@@ -60,10 +60,7 @@ def test_upstream_credential_errors_are_replaced(misconfigured):
         assert leak not in r.text, r.text
     # Counted in Envoy's stats by the module in every plane.
     stats = requests.get(f"{gw.admin}/stats/prometheus", timeout=5).text
-    if gw.mode == "native":
-        assert 'bucketgate_denied{reason="upstream_credentials_rejected"}' in stats
-    else:
-        assert "bucketgate_denied_upstream_credentials_rejected" in stats
+    assert "bucketgate_denied_upstream_credentials_rejected" in stats
     if gw.mode in ("wasm", "native"):
         rows = gw.audit_rows(lambda rows: any(r["reason"] == "upstream_credentials_rejected" for r in rows))
         assert any(r["reason"] == "upstream_credentials_rejected" and r["decision"] == "deny" for r in rows)
