@@ -10,7 +10,7 @@ VENV := $(or $(BUCKETGATE_CACHE),$(HOME)/.cache/bucketgate)/venv
 WASM := target/wasm32-wasip1/release/bucketgate_filter_wasm.wasm
 MODE ?= wasm
 
-.PHONY: test demo bench bench-core fuzz lint setup-rust check-wasm check-fuzz e2e wasm native test-kube
+.PHONY: test demo bench bench-scale bench-prep soak bench-core fuzz lint setup-rust check-wasm check-fuzz e2e wasm native test-kube
 
 test: setup-rust lint
 	$(CARGO) test --workspace
@@ -62,17 +62,32 @@ demo:
 	MODE=$(MODE) scripts/demo.sh
 
 # Load benchmark (benches/README.md): bare Envoy vs native aws_request_signing
-# vs our filter, against nginx and s3s-fs; writes target/bench/results.{json,md}.
-# Extra options for benches/run.py: make bench BENCH_ARGS="--rounds 5".
+# vs our three data planes, against nginx and s3s-fs; writes
+# target/bench/results.{json,md}; then the scale case (100,000 credentials:
+# revocation time and RSS per plane, target/bench/scale.{json,md}).
+# Extra options: make bench BENCH_ARGS="--rounds 5" SCALE_ARGS="--keys 10000".
 BENCH_ARGS ?=
-bench: wasm native
+SCALE_ARGS ?=
+SOAK_ARGS ?=
+bench: bench-prep
+	$(VENV)/bin/python benches/run.py --out target/bench $(BENCH_ARGS)
+	$(VENV)/bin/python benches/scale.py --out target/bench $(SCALE_ARGS)
+
+bench-scale: bench-prep
+	$(VENV)/bin/python benches/scale.py --out target/bench $(SCALE_ARGS)
+
+# 30 minutes at a fixed rate mixing every case, every plane: RSS flat,
+# no 5xx from the gateway (benches/soak.py; not part of make test).
+soak: bench-prep
+	$(VENV)/bin/python benches/soak.py --out target/bench $(SOAK_ARGS)
+
+bench-prep: wasm native
 	@scripts/setup.sh python
 	@scripts/setup.sh s3s
 	@scripts/setup.sh bench
 	$(CARGO) build --release -p bucketgate-bench-sha256-wasm --target wasm32-wasip1
 	$(CARGO) build -p bucketgate-testclient
 	$(CARGO) build --release -p bucketgate-authz
-	$(VENV)/bin/python benches/run.py --out target/bench $(BENCH_ARGS)
 
 # Criterion micro-benchmarks of the core (signature check, chunk decoding, ...).
 bench-core:

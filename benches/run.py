@@ -224,10 +224,14 @@ def start_sigv4(procs, work, up, args, tag):
 
 def plugin_config(up, args):
     """The filter's configuration: one backend, two tenants, no rate limits
-    (0 = unlimited) so the limiter never answers 503 during the load."""
+    (0 = unlimited) so the limiter never answers 429 during the load — the
+    authentication-failure budget per source address included: every load
+    comes from 127.0.0.1, and with the default budget the bad-signature
+    case would measure 429s (and the cases after it, until it refills)
+    instead of signature checks."""
     return {
         "region": REGION,
-        "s3_proxy": {"global_rps": 0, "per_key_rps": 0},
+        "s3_proxy": {"global_rps": 0, "per_key_rps": 0, "auth_failure_rps": 0},
         "audit": {"read_sample_rate": args.read_sample_rate},
         "backends": [{"name": "up", "cluster": "backend_up", "host": f"127.0.0.1:{up.port}", "region": REGION,
                       "addressing": "path", "access_key_id": ADMIN[0], "secret_access_key": ADMIN[1]}],

@@ -412,7 +412,13 @@ def render(args):
         name, _, addr = spec.partition("=")
         clusters.append(broker_tls(args, static_cluster(name, addr, "2s")))
     if args.mode == "ext-authz":
-        authz = broker_tls(args, static_cluster(AUTHZ_CLUSTER, args.authz, "0.25s"))
+        if args.authz.startswith("unix:"):
+            # The service on this host (or in this Pod) over a Unix domain
+            # socket: no TCP on the check path; the socket's file
+            # permissions are its access control (no TLS).
+            authz = unix_cluster(AUTHZ_CLUSTER, args.authz[len("unix:"):], "0.25s")
+        else:
+            authz = broker_tls(args, static_cluster(AUTHZ_CLUSTER, args.authz, "0.25s"))
         authz["typed_extension_protocol_options"] = {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
                 "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
@@ -475,6 +481,18 @@ def broker_tls(args, cluster):
     return cluster
 
 
+def unix_cluster(name, path, connect_timeout):
+    return {
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": connect_timeout,
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"pipe": {"path": path}}}}]}],
+        },
+    }
+
+
 def static_cluster(name, addr, connect_timeout):
     host, _, port = addr.rpartition(":")
     return {
@@ -495,7 +513,8 @@ def main():
     p.add_argument("--mode", choices=["wasm", "native", "ext-authz"], default="wasm")
     p.add_argument("--wasm", help="the filter module (ext-authz mode: body-only re-signer for aws-chunked uploads)")
     p.add_argument("--plugin-config", help="JSON file with the filter configuration (wasm and native modes)")
-    p.add_argument("--authz", help="HOST:PORT of the bucketgate-authz ext_authz gRPC service (ext-authz mode)")
+    p.add_argument("--authz", help="HOST:PORT of the bucketgate-authz ext_authz gRPC service, or unix:PATH for its "
+                                   "--grpc-listen-unix socket (ext-authz mode)")
     p.add_argument("--authz-timeout", default="0.5s", help="ext_authz gRPC timeout (ext-authz mode)")
     p.add_argument("--authz-max-body", type=int, default=2 * 1024 * 1024,
                    help="largest DeleteObjects/RestoreObject body handed to the check, bytes (ext-authz mode; "

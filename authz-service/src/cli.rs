@@ -59,8 +59,13 @@ pub struct ServeArgs {
     #[arg(long)]
     pub store_poll_ms: Option<u64>,
     /// Envoy ext_authz gRPC listener.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "grpc_listen_unix")]
     pub grpc_listen: Option<SocketAddr>,
+    /// Envoy ext_authz gRPC on a Unix domain socket at this path instead
+    /// (Envoy on the same host or in the same Pod; the socket is made
+    /// mode 0660, plain gRPC: its file permissions are the access control).
+    #[arg(long)]
+    pub grpc_listen_unix: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -119,6 +124,11 @@ pub struct CreateArgs {
     /// A note (who or what the key is for).
     #[arg(long)]
     pub description: Option<String>,
+    /// Create this many credentials with the same settings, in one
+    /// transaction (a fleet of workloads, a load test); with --json, one
+    /// line per credential.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub count: u32,
     #[arg(long)]
     pub json: bool,
 }
@@ -240,33 +250,42 @@ pub fn run_creds(
 ) -> anyhow::Result<()> {
     match cmd {
         CredsCommand::Create(a) => {
-            let id = match a.access_key_id {
-                Some(id) => {
-                    if id.len() < 16
-                        || id.len() > 128
-                        || !id.bytes().all(|b| b.is_ascii_alphanumeric())
-                    {
-                        bail!("--access-key-id must be 16 to 128 ASCII letters or digits");
-                    }
-                    id
-                }
-                None => generate_access_key_id()?,
-            };
-            let secret = generate_secret()?;
-            let mut c = Credential::new(id, secret.as_str(), a.buckets);
-            c.rps = a.rps;
-            c.quota_hard_bytes = a.quota;
-            c.quota_soft_bytes = a.quota_soft;
+            if a.count > 1 && a.access_key_id.is_some() {
+                bail!("--access-key-id names one credential: it cannot go with --count");
+            }
             if let (Some(soft), Some(hard)) = (a.quota_soft, a.quota)
                 && soft > hard
             {
                 bail!("--quota-soft must not exceed --quota");
             }
-            c.expires_at = a
-                .expires_in
-                .map(|s| now.saturating_add(i64::try_from(s).unwrap_or(i64::MAX)));
-            store.insert(&c, a.description.as_deref(), now)?;
-            print_secret(out, &c, a.json)?;
+            let mut made = Vec::with_capacity(a.count as usize);
+            for _ in 0..a.count {
+                let id = match &a.access_key_id {
+                    Some(id) => {
+                        if id.len() < 16
+                            || id.len() > 128
+                            || !id.bytes().all(|b| b.is_ascii_alphanumeric())
+                        {
+                            bail!("--access-key-id must be 16 to 128 ASCII letters or digits");
+                        }
+                        id.clone()
+                    }
+                    None => generate_access_key_id()?,
+                };
+                let secret = generate_secret()?;
+                let mut c = Credential::new(id, secret.as_str(), a.buckets.clone());
+                c.rps = a.rps;
+                c.quota_hard_bytes = a.quota;
+                c.quota_soft_bytes = a.quota_soft;
+                c.expires_at = a
+                    .expires_in
+                    .map(|s| now.saturating_add(i64::try_from(s).unwrap_or(i64::MAX)));
+                made.push(c);
+            }
+            store.insert_all(&made, a.description.as_deref(), now)?;
+            for c in &made {
+                print_secret(out, c, a.json)?;
+            }
         }
         CredsCommand::List { json } => {
             let all = store.list()?;
@@ -372,6 +391,83 @@ mod tests {
         assert_eq!(parse_bytes("123").unwrap(), 123);
         assert!(parse_bytes("1.5G").is_err());
         assert!(parse_bytes("99999999999T").is_err());
+    }
+
+    #[test]
+    fn create_count_makes_that_many_keys_in_one_go() {
+        use clap::Parser;
+        let dir = std::env::temp_dir().join(format!("bg-cli-count-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let db = dir.join("c.db");
+        let _ = std::fs::remove_file(&db);
+        let sealer = crate::store::seal::Sealer::from_key_string(
+            "cli test store key: at least thirty-two characters",
+            crate::store::seal::KeyOrigin::Given,
+        )
+        .unwrap();
+        let mut store = Store::open(&db, sealer).unwrap();
+        let cmd = |args: &[&str]| match Cli::try_parse_from(
+            ["bucketgate-authz", "creds"].iter().chain(args),
+        )
+        .map(|c| c.command)
+        {
+            Ok(Command::Creds(c)) => c,
+            other => panic!("{other:?}"),
+        };
+        let mut out = Vec::new();
+        run_creds(
+            cmd(&["create", "--bucket", "b:x", "--count", "50", "--json"]),
+            &mut store,
+            1_700_000_000,
+            &mut out,
+        )
+        .unwrap();
+        let lines: Vec<serde_json::Value> = String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 50);
+        let listed = store.list().unwrap();
+        assert_eq!(listed.len(), 50);
+        for l in &lines {
+            let id = l["access_key_id"].as_str().unwrap();
+            let stored = store.get(id).unwrap().unwrap();
+            assert_eq!(
+                stored.credential.secret.expose(),
+                l["secret_access_key"].as_str().unwrap()
+            );
+        }
+        // One named key cannot be made twice over.
+        let err = run_creds(
+            cmd(&[
+                "create",
+                "--bucket",
+                "b:x",
+                "--count",
+                "2",
+                "--access-key-id",
+                "AKIA0000000000000001",
+            ]),
+            &mut store,
+            1_700_000_000,
+            &mut Vec::new(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("--count"), "{err}");
+        assert!(
+            Cli::try_parse_from([
+                "bucketgate-authz",
+                "creds",
+                "create",
+                "--bucket",
+                "b:x",
+                "--count",
+                "0"
+            ])
+            .is_err()
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

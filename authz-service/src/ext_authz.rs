@@ -93,6 +93,38 @@ pub async fn serve_on(
     serve_incoming(incoming, service, shutdown).await
 }
 
+/// Binds a Unix domain socket for ext_authz at `path`, replacing a stale
+/// socket file (never any other kind of file) and making it mode 0660.
+pub fn bind_unix(path: &std::path::Path) -> Result<tokio::net::UnixListener, Error> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            return Err(Error::Listen(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                format!("{} exists and is not a socket", path.display()),
+            )));
+        }
+        std::fs::remove_file(path).map_err(Error::Listen)?;
+    }
+    let listener = tokio::net::UnixListener::bind(path).map_err(Error::Listen)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+        .map_err(Error::Listen)?;
+    Ok(listener)
+}
+
+/// [`serve_on`] over a Unix domain socket ([`bind_unix`]).
+pub async fn serve_unix_on(
+    listener: tokio::net::UnixListener,
+    service: Service,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Error> {
+    let incoming = futures::stream::unfold(listener, |l| async move {
+        let accepted = l.accept().await.map(|(s, _)| s);
+        Some((accepted, l))
+    });
+    serve_incoming(Box::pin(incoming), service, shutdown).await
+}
+
 /// [`serve_on`] for mutual-TLS clients only: a connection without a
 /// certificate from `tls`'s client CA never gets past the handshake.
 pub async fn serve_tls_on(

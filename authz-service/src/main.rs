@@ -230,6 +230,27 @@ async fn serve(mut config: ServiceConfig, args: ServeArgs) -> anyhow::Result<()>
 
     // Envoy ext_authz gRPC server: the live snapshot, the refreshed admin
     // credentials, the `ext_authz` section of the config.
+    if let Some(path) = args.grpc_listen_unix {
+        let section = config
+            .ext_authz
+            .as_ref()
+            .context("--grpc-listen-unix needs an `ext_authz` section in the config")?;
+        let authz = ext_authz::Config::from_value(section)?;
+        let service = ext_authz::Service::with_admin(
+            authz,
+            snapshot.clone(),
+            metrics.clone(),
+            upstream_creds.clone(),
+        );
+        let listener = ext_authz::bind_unix(&path)?;
+        tracing::info!(path = %path.display(), "ext_authz gRPC listening on a Unix socket");
+        let grpc_stop = stopped(stop_rx.clone());
+        tasks.spawn(async move {
+            if let Err(e) = ext_authz::serve_unix_on(listener, service, grpc_stop).await {
+                tracing::error!(error = %e, "ext_authz server failed");
+            }
+        });
+    }
     if let Some(addr) = args.grpc_listen {
         let section = config
             .ext_authz

@@ -253,6 +253,21 @@ impl Store {
         }
     }
 
+    /// Inserts several credentials in one transaction: all or none.
+    pub fn insert_all(
+        &self,
+        creds: &[Credential],
+        description: Option<&str>,
+        now: UnixSeconds,
+    ) -> Result<(), StoreError> {
+        let tx = self.conn.unchecked_transaction()?;
+        for c in creds {
+            self.insert(c, description, now)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     fn row(&self, r: &rusqlite::Row<'_>) -> Result<StoredCredential, StoreError> {
         let id: String = r.get(0)?;
         let corrupt = |what| StoreError::Corrupt {

@@ -212,13 +212,14 @@ def wait_ready(url, seconds=20):
     raise RuntimeError(f"{url} did not become ready")
 
 
-def launch(work, mode, start_authz=True, envoy_config=None, gateway_admin_secret=ADMIN_SECRET, limits=None):
+def launch(work, mode, start_authz=True, envoy_config=None, gateway_admin_secret=ADMIN_SECRET, limits=None,
+           authz_unix=False):
     """Starts s3s-fs, (for ext-authz) bucketgate-authz and Envoy under `work`;
     returns the Gateway (its `procs` by name). `envoy_config(cfg)` may edit
     the rendered Envoy config (fault tests). `gateway_admin_secret` is the
     admin secret the gateway signs with (s3s-fs always verifies
     ADMIN_SECRET); `limits` are extra `s3_proxy` settings. The caller stops
-    `procs`."""
+    `procs`. `authz_unix`: ext_authz over a Unix domain socket in `work`."""
     needed = [ENVOY, S3S_FS, WASM, CLIENT] + ([AUTHZ] if mode == "ext-authz" else []) + (
         [NATIVE] if mode == "native" else [])
     for path in needed:
@@ -282,12 +283,14 @@ def launch(work, mode, start_authz=True, envoy_config=None, gateway_admin_secret
         env = {**os.environ, "STOWAGE_SECRET_KEY": STORE_KEY}
         if start_authz:
             secrets.update(create_tenants(work / "authz.json", env))
-            cmd = [str(AUTHZ), "--config", str(work / "authz.json"), "serve", "--grpc-listen",
-                   f"127.0.0.1:{authz_port}"]
+            listen = (["--grpc-listen-unix", str(work / "authz.sock")] if authz_unix
+                      else ["--grpc-listen", f"127.0.0.1:{authz_port}"])
+            cmd = [str(AUTHZ), "--config", str(work / "authz.json"), "serve", *listen]
             procs["authz"] = subprocess.Popen(cmd, env=env, stdout=open(work / "authz.log", "w"),
                                               stderr=subprocess.STDOUT)
             authz_cmd = (cmd, env)
-        render += ["--mode", "ext-authz", "--authz", f"127.0.0.1:{authz_port}"]
+        render += ["--mode", "ext-authz", "--authz",
+                   f"unix:{work / 'authz.sock'}" if authz_unix else f"127.0.0.1:{authz_port}"]
         metrics_url = f"http://127.0.0.1:{http_port}/metrics"
     cfg = json.loads(subprocess.run(render, check=True, capture_output=True, text=True).stdout)
     if envoy_config is not None:
@@ -306,7 +309,8 @@ def launch(work, mode, start_authz=True, envoy_config=None, gateway_admin_secret
         wait_for(f"http://127.0.0.1:{admin_port}/ready")
         if "authz" in procs:
             wait_ready(f"http://127.0.0.1:{http_port}/readyz")
-            wait_for_port(authz_port)
+            if not authz_unix:
+                wait_for_port(authz_port)
     except Exception:
         stop(procs)
         raise

@@ -1,8 +1,9 @@
 """Fault tests of the ext_authz data plane: it fails closed. With the authz
 service down, stopped (hung) or gone, Envoy answers 503 and nothing reaches
 the upstream; the body-only re-signer refuses a signed aws-chunked upload
-that arrives without the check's hand-off."""
+that arrives without the check's hand-off. Also its Unix-socket transport."""
 
+import json
 import os
 import signal
 import subprocess
@@ -100,5 +101,28 @@ def test_body_resigner_refuses_a_signed_stream_without_hand_off(tmp_path, mode):
         assert out.startswith("HTTP/1.1 500"), out
         assert "InternalError" in out
         assert stored(gw, "alpha") == []
+    finally:
+        stop(gw.procs)
+
+
+def test_ext_authz_over_a_unix_socket(tmp_path):
+    """`serve --grpc-listen-unix` and `gateway.py --authz unix:PATH`: the
+    check runs over a Unix domain socket (mode 0660), re-signing and
+    refusals work as over TCP, and nothing reaches the other bucket."""
+    import stat
+    gw = launch(tmp_path, "ext-authz", authz_unix=True)
+    try:
+        sock = tmp_path / "authz.sock"
+        assert stat.S_ISSOCK(sock.stat().st_mode) and stat.S_IMODE(sock.stat().st_mode) == 0o660
+        s3 = gw.client()
+        s3.put_object(Bucket="alpha", Key="over-uds", Body=b"through a unix socket")
+        assert (gw.data / "alpha/over-uds").read_bytes() == b"through a unix socket"
+        assert s3.get_object(Bucket="alpha", Key="over-uds")["Body"].read() == b"through a unix socket"
+        assert status_of(lambda: s3.put_object(Bucket="beta", Key="over-uds", Body=b"x")) == 403
+        assert not (gw.data / "beta/over-uds").exists()
+        cluster = json.loads((tmp_path / "envoy.json").read_text())["static_resources"]["clusters"]
+        authz = next(c for c in cluster if c["name"] == "bucketgate_authz")
+        assert authz["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"] == {
+            "pipe": {"path": str(sock)}}
     finally:
         stop(gw.procs)
