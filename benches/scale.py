@@ -129,12 +129,23 @@ def main():
                 check=True, capture_output=True, text=True).stdout
             t0 = time.monotonic()
             R.run_envoy(procs, work, name, cfg, port, admin, up_args)
-            loaded = until(f"{plane}: the first key", lambda: status(port, control) == 200, args.patience)
+            rss = R.rss_kib(R.PIDS[f"envoy-{name}"])
+            try:
+                loaded = until(f"{plane}: the first key", lambda: status(port, control) == 200, args.patience)
+            except R.BenchError as e:
+                # Recorded, and the other planes still measured.
+                tail = (work / f"envoy-{name}.log").read_text()[-600:]
+                result["planes"][plane] = {"first_key_works_s": None, "envoy_rss_mib": round(rss / 1024, 1)
+                                           if rss else None, "note": f"{e}; Envoy's log ends: {tail}"}
+                result["notes"].append(f"{plane}: no key usable within {args.patience} s (see scale.json)")
+                log(f"{plane}: {e}")
+                continue
             ports[plane] = port
             rss = R.rss_kib(R.PIDS[f"envoy-{name}"])
             result["planes"][plane] = {"first_key_works_s": round(time.monotonic() - t0, 2),
                                        "envoy_rss_mib": round(rss / 1024, 1) if rss else None}
             log(f"{plane}: keys usable {loaded:.2f} s after Envoy was ready; Envoy RSS {rss} KiB")
+        planes = [p for p in planes if p in ports]
         for plane in planes:
             assert status(ports[plane], victim) == 200, plane
         result["broker_rss_mib"] = round((R.rss_kib(broker.pid) or 0) / 1024, 1)
@@ -186,6 +197,9 @@ def write(args, result):
              "refused on every worker after (≤ 2 s) | other key still | Envoy RSS at end |",
              "|---|---|---|---|---|---|---|"]
     for plane, r in result["planes"].items():
+        if r.get("first_key_works_s") is None:
+            lines.append(f"| {plane} | never (see notes) | {r.get('envoy_rss_mib')} MiB | – | – | – | – |")
+            continue
         met = r.get("target_met")
         lines.append(f"| {plane} | {r.get('first_key_works_s')} s | {r.get('envoy_rss_mib')} MiB | "
                      f"{r.get('first_refusal_s', '–')} s | {r.get('revoked_everywhere_s')} s "

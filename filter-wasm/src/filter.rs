@@ -140,12 +140,12 @@ impl Context for Root {
     fn on_http_call_response(
         &mut self,
         token: u32,
-        _headers: usize,
+        headers: usize,
         body_size: usize,
         _trailers: usize,
     ) {
         if let Some(p) = self.poller.as_mut() {
-            p.on_response(token, body_size);
+            p.on_response(token, headers, body_size);
         }
     }
 }

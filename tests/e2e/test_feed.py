@@ -294,3 +294,75 @@ def test_no_feed_ever_and_no_static_credentials_fails_closed(tmp_path, mode):
     finally:
         envoy.terminate()
         envoy.wait(timeout=10)
+
+
+@pytest.mark.parametrize("mode", FILTER_MODES)
+def test_a_feed_answer_too_large_for_envoy_is_a_failed_poll(tmp_path, mode):
+    """A feed answer larger than Envoy buffers for the filter's call (here
+    160 MB from a stand-in broker; 100,000 real credentials make 113 MB)
+    is drained by Envoy: the filter logs a failed poll and keeps serving
+    its static credentials — it does not crash (the wasm filter used to
+    panic reading the missing response headers, which killed the VM)."""
+    import http.server
+    import threading
+
+    class Huge(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            size = 160 << 20
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(size))
+            self.end_headers()
+            chunk = b" " * (1 << 20)
+            try:
+                for _ in range(size >> 20):
+                    self.wfile.write(chunk)
+            except OSError:
+                pass
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Huge)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    gw_port, admin_port, s3_port = free_port(), free_port(), free_port()
+    data = tmp_path / "data"
+    (data / "alpha").mkdir(parents=True)
+    s3s = subprocess.Popen([str(S3S_FS), "--host", "127.0.0.1", "--port", str(s3_port), "--access-key", ADMIN_KEY,
+                            "--secret-key", ADMIN_SECRET, str(data)], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.STDOUT)
+    plugin = {
+        "region": REGION,
+        "backends": [{
+            "name": "local", "cluster": "backend_local", "host": f"127.0.0.1:{s3_port}", "region": REGION,
+            "addressing": "path", "access_key_id": ADMIN_KEY, "secret_access_key": ADMIN_SECRET,
+        }],
+        "credentials": [{"access_key_id": "AKIASTATICKEY0000001", "secret_access_key": "static-secret",
+                         "scopes": [{"backend": "local", "bucket": "alpha"}]}],
+        "feed": {"cluster": "bucketgate_feed", "token": FEED_TOKEN, "poll_ms": POLL_MS, "timeout_ms": 5000},
+    }
+    envoy = start_envoy(tmp_path, plugin, s3_port, srv.server_address[1], gw_port, admin_port, mode)
+    try:
+        wait_for(f"http://127.0.0.1:{admin_port}/ready")
+        wait_for(f"http://127.0.0.1:{s3_port}/")
+        log = tmp_path / "envoy.log"
+        deadline = time.monotonic() + 20
+        while "larger than Envoy buffers" not in log.read_text():
+            if time.monotonic() > deadline:
+                pytest.fail("no failed poll in Envoy's log:\n" + log.read_text()[-3000:])
+            time.sleep(0.1)
+        text = log.read_text()
+        assert "panicked" not in text and "unreachable" not in text.replace("broker unreachable", ""), text[-3000:]
+        gw = Gateway(f"http://127.0.0.1:{gw_port}", f"http://127.0.0.1:{admin_port}", tmp_path / "access.log",
+                     f"http://127.0.0.1:{s3_port}", data, secrets={"AKIASTATICKEY0000001": "static-secret"})
+        s3 = gw.client(key="AKIASTATICKEY0000001")
+        # Several polls later the filter still serves its static key.
+        time.sleep(3 * POLL_MS / 1000)
+        s3.put_object(Bucket="alpha", Key="still-serving", Body=b"ok")
+        assert (data / "alpha/still-serving").read_bytes() == b"ok"
+    finally:
+        envoy.terminate()
+        envoy.wait(timeout=10)
+        s3s.terminate()
+        s3s.wait(timeout=10)
+        srv.shutdown()

@@ -141,7 +141,10 @@ pub enum PollOutcome {
 /// without an answer: connection refused, timeout).
 pub fn classify(status: Option<&str>, body: Option<&[u8]>) -> PollOutcome {
     match status {
-        None => PollOutcome::Failed("no response (broker unreachable or timed out)".into()),
+        None => PollOutcome::Failed(
+            "no response (broker unreachable, timed out, or an answer larger than Envoy buffers)"
+                .into(),
+        ),
         Some("304") => PollOutcome::Unchanged,
         Some("200") => {
             let body = body.unwrap_or_default();

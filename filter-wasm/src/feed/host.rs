@@ -99,16 +99,25 @@ impl Poller {
         }
     }
 
-    /// `on_http_call_response` of the root context. Returns false when the
-    /// token is not this poller's.
-    pub fn on_response(&mut self, token: u32, body_size: usize) -> bool {
+    /// `on_http_call_response` of the root context (`headers`: how many
+    /// response headers there are). Returns false when the token is not
+    /// this poller's.
+    pub fn on_response(&mut self, token: u32, headers: usize, body_size: usize) -> bool {
         if self.in_flight != Some(token) {
             return false;
         }
         self.in_flight = None;
-        let status = hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status")
-            .ok()
-            .flatten();
+        // A call Envoy failed (reset, or an answer larger than its
+        // async-client buffer, which it drains) has no header map at all:
+        // reading one then is an error proxy-wasm turns into a panic, which
+        // would kill the VM. No headers: no answer.
+        let status = if headers == 0 {
+            None
+        } else {
+            hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status")
+                .ok()
+                .flatten()
+        };
         let body = if body_size > 0 {
             hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
                 .ok()
