@@ -62,7 +62,7 @@ def main():
     p.add_argument("--concurrency", type=int, default=2, help="Envoy workers")
     p.add_argument("--poll-ms", type=int, default=1000, help="the filters' feed poll period")
     p.add_argument("--planes", default=",".join(PLANES))
-    p.add_argument("--patience", type=float, default=120, help="seconds to wait for a plane to load or refuse")
+    p.add_argument("--patience", type=float, default=30, help="seconds to wait for a plane to load or refuse")
     args = p.parse_args()
     planes = args.planes.split(",")
     work = pathlib.Path(tempfile.mkdtemp(prefix="bucketgate-scale-"))

@@ -10,7 +10,7 @@ Checked at the end, per plane:
   at the end is at most 5 % above what it was after the warm-up (the first
   sixth of the run, at least one minute), sampled every 30 s;
 - no 5xx from the gateway itself (every response is 2xx, or the refusal the
-  case asks for: 403 for a bad signature or another bucket).
+  case asks for: 401 for a bad signature, 403 for another bucket).
 
 Writes <out>/soak.json and <out>/soak.md and exits 1 when a check fails.
 Everything listens on 127.0.0.1; every process it starts is stopped.
@@ -27,7 +27,7 @@ import time
 
 import run as R
 
-EXPECT = {"get_1k": 200, "head": 200, "put_1k": 201, "list_buckets": 200, "bad_signature": 403,
+EXPECT = {"get_1k": 200, "head": 200, "put_1k": 201, "list_buckets": 200, "bad_signature": 401,
           "scope_violation": 403}
 
 
