@@ -30,7 +30,7 @@ e2e: wasm
 # etcd and kubectl built from the Go module proxy by scripts/kube-tools.sh
 # (cached), started on loopback by scripts/kubeplane.py; the operator,
 # webhook and broker run as processes with their own ServiceAccounts.
-test-kube: wasm
+test-kube: wasm native
 	@scripts/setup.sh python
 	@scripts/setup.sh s3s
 	@scripts/setup.sh kube

@@ -2,9 +2,10 @@
 (scripts/kubeplane.py), the project's manifests applied to it, and the
 product as processes — the operator, the admission webhook and the broker,
 each with its own ServiceAccount token and exactly the RBAC in deploy/ —
-in front of a signature-verifying s3s-fs, with two Envoys: the wasm plane
-(credentials from the broker's feed) and the ext_authz plane (the broker's
-gRPC check). Every gateway test is parametrised over both planes.
+in front of a signature-verifying s3s-fs, with three Envoys: the wasm and
+the native planes (credentials from the broker's feed) and the ext_authz
+plane (the broker's gRPC check). Every gateway test is parametrised over
+the three planes.
 
 Tenants use the values of the consumer Secret the operator wrote (the
 endpoint is the Envoy under test), exactly as a Pod's env would."""
@@ -51,7 +52,9 @@ BACKEND = "local"
 FEED_TOKEN = "kube-test-feed-token-0123456789abcdef"
 STORE_KEY = "kube test store key: at least thirty-two characters"
 FEED_POLL_MS = 250
-PLANES = ["wasm", "ext-authz"]
+PLANES = ["wasm", "native", "ext-authz"]
+# The native module (`make native`), loaded by name from this directory.
+NATIVE_DIR = ROOT / "target/native"
 
 
 def b64d(v):
@@ -232,13 +235,13 @@ def start_envoy(world, mode, s3_port, broker_http, broker_grpc):
     render = ["python3", str(ROOT / "envoy/gateway.py"), "--wasm", str(WASM),
               "--backend", f"backend_local=127.0.0.1:{s3_port}", "--port", str(gw_port),
               "--admin-port", str(admin_port), "--access-log", str(work / "access.log")]
-    if mode == "wasm":
+    if mode in ("wasm", "native"):
         plugin = {"region": REGION, "backends": [backend],
                   "s3_proxy": {"global_rps": 0, "per_key_rps": 0},
                   "feed": {"cluster": "bucketgate_feed", "token": FEED_TOKEN, "poll_ms": FEED_POLL_MS,
                            "timeout_ms": 1000}}
         (work / "plugin.json").write_text(json.dumps(plugin))
-        render += ["--plugin-config", str(work / "plugin.json"), "--feed-cluster",
+        render += ["--mode", mode, "--plugin-config", str(work / "plugin.json"), "--feed-cluster",
                    f"bucketgate_feed=127.0.0.1:{broker_http}"]
     else:
         render += ["--mode", "ext-authz", "--authz", f"127.0.0.1:{broker_grpc}"]
@@ -246,7 +249,8 @@ def start_envoy(world, mode, s3_port, broker_http, broker_grpc):
     (work / "envoy.json").write_text(cfg)
     world.procs[f"envoy-{mode}"] = Proc(
         f"envoy-{mode}", [str(ENVOY), "-c", str(work / "envoy.json"), "--concurrency", "2", "--log-level", "warn",
-                          "--base-id", str(gw_port)], dict(os.environ), work / "envoy.log")
+                          "--base-id", str(gw_port)],
+        dict(os.environ, ENVOY_DYNAMIC_MODULES_SEARCH_PATH=str(NATIVE_DIR)), work / "envoy.log")
     wait_for(f"http://127.0.0.1:{admin_port}/ready")
     world.gateways[mode] = f"http://127.0.0.1:{gw_port}"
 
