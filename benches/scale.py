@@ -139,6 +139,9 @@ def main():
                                            if rss else None, "note": f"{e}; Envoy's log ends: {tail}"}
                 result["notes"].append(f"{plane}: no key usable within {args.patience} s (see scale.json)")
                 log(f"{plane}: {e}")
+                # Stopped: its feed polls would keep the broker rendering
+                # the whole snapshot every poll, which starves the others.
+                procs.stop(only=[p for n, p in procs.procs if n == f"envoy-{name}"])
                 continue
             ports[plane] = port
             rss = R.rss_kib(R.PIDS[f"envoy-{name}"])
@@ -147,7 +150,9 @@ def main():
             log(f"{plane}: keys usable {loaded:.2f} s after Envoy was ready; Envoy RSS {rss} KiB")
         planes = [p for p in planes if p in ports]
         for plane in planes:
-            assert status(ports[plane], victim) == 200, plane
+            st = status(ports[plane], victim)
+            if st != 200:
+                raise R.BenchError(f"{plane}: the key to revoke answers {st} before its revocation")
         result["broker_rss_mib"] = round((R.rss_kib(broker.pid) or 0) / 1024, 1)
 
         cli("revoke", victim[0])
