@@ -39,11 +39,19 @@ class Load(threading.Thread):
     """A fixed request rate to one plane over one keep-alive connection;
     re-signs every RESIGN_AFTER_S."""
 
-    def __init__(self, variant, port, rate, deadline, cap, upload_every):
+    def __init__(self, variant, port, rate, deadline, upload_bytes, upload_every):
         super().__init__(daemon=True)
         self.variant, self.port, self.rate, self.deadline = variant, port, rate, deadline
-        self.cap, self.upload_every = cap, upload_every
+        self.upload_bytes, self.upload_every = upload_bytes, upload_every
+        self.cap = self.capture()
         self.counts, self.unexpected, self.errors = {}, {}, 0
+
+    def capture(self):
+        """The signed-chunked upload, signed now (its signature is good for
+        the 15-minute skew window: captured again after RESIGN_AFTER_S)."""
+        if not self.upload_bytes:
+            return None
+        return R.capture_chunked(self.variant.key, self.upload_bytes, 65536)
 
     def sign(self):
         return {case: R.request_for(case, self.variant) for case in EXPECT}
@@ -75,6 +83,8 @@ class Load(threading.Thread):
                 self.unexpected[(case, status)] = self.unexpected.get((case, status), 0) + 1
             if self.cap and time.monotonic() >= next_upload:
                 next_upload += self.upload_every
+                if time.monotonic() - self.cap["signed_at"] > R.RESIGN_AFTER_S:
+                    self.cap = self.capture()
                 _, up_status, _ = R.replay(self.port, self.cap)
                 key = ("put_chunked", up_status)
                 self.counts[key] = self.counts.get(key, 0) + 1
@@ -113,8 +123,7 @@ def main():
         loads = []
         deadline = time.monotonic() + seconds
         for v in variants:
-            cap = R.capture_chunked(v.key, args.upload_mib << 20, 65536) if args.upload_mib else None
-            loads.append(Load(v, ports[v.name], args.rate, deadline, cap, args.upload_every))
+            loads.append(Load(v, ports[v.name], args.rate, deadline, args.upload_mib << 20, args.upload_every))
         started = time.monotonic()
         for ld in loads:
             ld.start()
