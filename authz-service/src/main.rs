@@ -230,18 +230,20 @@ async fn serve(mut config: ServiceConfig, args: ServeArgs) -> anyhow::Result<()>
 
     // Envoy ext_authz gRPC server: the live snapshot, the refreshed admin
     // credentials, the `ext_authz` section of the config.
-    if let Some(path) = args.grpc_listen_unix {
+    let ext_authz_service = |flag: &str| -> anyhow::Result<ext_authz::Service> {
         let section = config
             .ext_authz
             .as_ref()
-            .context("--grpc-listen-unix needs an `ext_authz` section in the config")?;
-        let authz = ext_authz::Config::from_value(section)?;
-        let service = ext_authz::Service::with_admin(
-            authz,
+            .with_context(|| format!("{flag} needs an `ext_authz` section in the config"))?;
+        Ok(ext_authz::Service::with_admin(
+            ext_authz::Config::from_value(section)?,
             snapshot.clone(),
             metrics.clone(),
             upstream_creds.clone(),
-        );
+        ))
+    };
+    if let Some(path) = args.grpc_listen_unix {
+        let service = ext_authz_service("--grpc-listen-unix")?;
         let listener = ext_authz::bind_unix(&path)?;
         tracing::info!(path = %path.display(), "ext_authz gRPC listening on a Unix socket");
         let grpc_stop = stopped(stop_rx.clone());
@@ -252,17 +254,7 @@ async fn serve(mut config: ServiceConfig, args: ServeArgs) -> anyhow::Result<()>
         });
     }
     if let Some(addr) = args.grpc_listen {
-        let section = config
-            .ext_authz
-            .as_ref()
-            .context("--grpc-listen needs an `ext_authz` section in the config")?;
-        let authz = ext_authz::Config::from_value(section)?;
-        let service = ext_authz::Service::with_admin(
-            authz,
-            snapshot.clone(),
-            metrics.clone(),
-            upstream_creds.clone(),
-        );
+        let service = ext_authz_service("--grpc-listen")?;
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding {addr}"))?;

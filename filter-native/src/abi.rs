@@ -224,12 +224,6 @@ unsafe extern "C" {
         id: u32,
         out: *mut EnvoyBuffer,
     ) -> bool;
-    fn envoy_dynamic_module_callback_http_set_dynamic_metadata_string(
-        f: EnvoyFilter,
-        namespace: ModuleBuffer,
-        key: ModuleBuffer,
-        value: ModuleBuffer,
-    );
     fn envoy_dynamic_module_callback_http_set_filter_state_bytes(
         f: EnvoyFilter,
         key: ModuleBuffer,
@@ -490,18 +484,6 @@ impl Stream {
         }
     }
 
-    pub fn set_metadata_string(self, namespace: &str, key: &str, value: &str) {
-        // SAFETY: module buffers, copied during the call.
-        unsafe {
-            envoy_dynamic_module_callback_http_set_dynamic_metadata_string(
-                self.0,
-                ModuleBuffer::of(namespace.as_bytes()),
-                ModuleBuffer::of(key.as_bytes()),
-                ModuleBuffer::of(value.as_bytes()),
-            );
-        }
-    }
-
     /// Sets a filter-state value (`%FILTER_STATE(<key>:PLAIN)%` in an
     /// access log).
     pub fn set_filter_state(self, key: &str, value: &str) -> bool {
@@ -512,23 +494,6 @@ impl Stream {
                 ModuleBuffer::of(key.as_bytes()),
                 ModuleBuffer::of(value.as_bytes()),
             )
-        }
-    }
-
-    pub fn increment_counter(self, id: LabelledCounter, labels: &[&str], value: u64) {
-        let raw: Vec<ModuleBuffer> = labels
-            .iter()
-            .map(|l| ModuleBuffer::of(l.as_bytes()))
-            .collect();
-        // SAFETY: module buffers, read during the call.
-        unsafe {
-            envoy_dynamic_module_callback_http_filter_increment_counter(
-                self.0,
-                id.0,
-                raw.as_ptr(),
-                raw.len(),
-                value,
-            );
         }
     }
 
