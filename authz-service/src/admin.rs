@@ -6,10 +6,16 @@
 //! wants its token); [`serve_health`] runs everything but the feed, for
 //! probes on the Pod address.
 //!
-//! The feed's version is `<credentials version>-<backends version>`, both
-//! content digests: it changes exactly when what the filter would load
-//! changes. Before the broker is ready the feed answers 503, so a filter
-//! never replaces a good snapshot with an incomplete one.
+//! The feed's version is `<credentials version>-<backends version>-<dates
+//! and regions>`, content digests: it changes exactly when what the filter
+//! would load changes. Before the broker is ready the feed answers 503, so
+//! a filter never replaces a good snapshot with an incomplete one.
+//!
+//! With `limit=<n>` the feed answers one page (`after=<key>` for the next);
+//! with an `If-None-Match` version the broker still has in its history
+//! (same dates and regions), a delta: only the keys changed since. Pages
+//! are rendered (keys derived) on a blocking thread, never on the executor
+//! that also answers ext_authz checks.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -21,10 +27,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bucketgate_core::SecretKey;
 use bucketgate_core::feed::{
-    Coverage, FEED_PATH, FeedCredential, FeedSnapshot, REGION_PARAM, valid_region,
+    AFTER_PARAM, Coverage, FEED_PATH, FeedBackend, FeedCredential, FeedSnapshot, LIMIT_PARAM,
+    MAX_PAGE, REGION_PARAM, valid_region,
 };
 
-use crate::broker::{Broker, Readiness};
+use crate::broker::{Broker, Readiness, Snapshot};
 use crate::metrics::Metrics;
 use crate::tls::{ServerTls, TlsListener};
 use crate::upstream::AdminCredentialsHandle;
@@ -127,27 +134,100 @@ fn matches_etag(if_none_match: &str, etag: &str) -> bool {
         .any(|t| t == "*" || t.strip_prefix("W/").unwrap_or(t) == etag)
 }
 
-/// The regions the filter asked for (`?region=…`, repeatable): keys are
-/// derived for those only. `Err` for a missing or malformed one.
-fn feed_regions(query: Option<&str>) -> Result<Vec<String>, &'static str> {
-    let mut regions: Vec<String> = Vec::new();
+/// What a feed request asks for.
+#[derive(Debug, PartialEq, Eq)]
+struct FeedQuery {
+    /// The regions keys are derived for (`?region=…`, repeatable), sorted.
+    regions: Vec<String>,
+    /// Credentials per page (`None`: everything in one answer).
+    limit: Option<usize>,
+    /// The page starts after this access key.
+    after: Option<String>,
+}
+
+/// Parses the feed's query; `Err` for a missing or malformed parameter.
+fn feed_query(query: Option<&str>) -> Result<FeedQuery, &'static str> {
+    let mut q = FeedQuery {
+        regions: Vec::new(),
+        limit: None,
+        after: None,
+    };
     for (k, v) in bucketgate_core::query::raw_pairs(query.unwrap_or_default()) {
-        if bucketgate_core::query::decode(k) != REGION_PARAM {
-            continue;
-        }
-        let r = bucketgate_core::query::decode(v).into_owned();
-        if !valid_region(&r) {
-            return Err("a region is [a-z0-9-], 1 to 32 characters\n");
-        }
-        if !regions.contains(&r) {
-            regions.push(r);
+        let v = bucketgate_core::query::decode(v);
+        match &*bucketgate_core::query::decode(k) {
+            REGION_PARAM => {
+                if !valid_region(&v) {
+                    return Err("a region is [a-z0-9-], 1 to 32 characters\n");
+                }
+                if !q.regions.iter().any(|r| *r == *v) {
+                    q.regions.push(v.into_owned());
+                }
+            }
+            LIMIT_PARAM => match v.parse::<usize>() {
+                Ok(n) if (1..=MAX_PAGE).contains(&n) && q.limit.is_none() => q.limit = Some(n),
+                _ => return Err("limit is one number from 1 to 10000\n"),
+            },
+            AFTER_PARAM => {
+                if v.is_empty() || q.after.is_some() {
+                    return Err("after is one non-empty access key\n");
+                }
+                q.after = Some(v.into_owned());
+            }
+            _ => {}
         }
     }
-    if regions.is_empty() || regions.len() > 8 {
+    if q.regions.is_empty() || q.regions.len() > 8 {
         return Err("the feed needs ?region=<region> (1 to 8 of them)\n");
     }
-    regions.sort();
-    Ok(regions)
+    q.regions.sort();
+    Ok(q)
+}
+
+/// The credentials version an `If-None-Match` names, when its dates and
+/// regions are `tag` (a delta is only possible within one coverage).
+fn since_version(if_none_match: &str, tag: &str) -> Option<u64> {
+    let v = if_none_match.split(',').next()?.trim();
+    let v = v.strip_prefix("W/").unwrap_or(v);
+    let v = v.strip_prefix('"')?.strip_suffix('"')?;
+    let (creds, rest) = v.split_once('-')?;
+    let (_backends, their_tag) = rest.split_once('-')?;
+    (their_tag == tag && creds.len() == 16)
+        .then(|| u64::from_str_radix(creds, 16).ok())
+        .flatten()
+}
+
+/// One page of the feed: every key (or those changed since `since`, when
+/// the history has it) after `after`, at most `limit` of them.
+fn render_page(
+    snapshot: &Snapshot,
+    cover: &Coverage,
+    since: Option<u64>,
+    query: &FeedQuery,
+    version: String,
+    backends: Vec<FeedBackend>,
+) -> FeedSnapshot {
+    let changed = since.and_then(|v| snapshot.changed_since(v));
+    let delta = changed.is_some();
+    let keys: Vec<&str> = changed.unwrap_or_else(|| snapshot.keys().collect());
+    let start = query
+        .after
+        .as_deref()
+        .map_or(0, |a| keys.partition_point(|k| *k <= a));
+    let end = query
+        .limit
+        .map_or(keys.len(), |l| start.saturating_add(l).min(keys.len()));
+    let mut page = FeedSnapshot::whole(version, Vec::new(), backends);
+    page.delta = delta;
+    for k in &keys[start..end] {
+        match snapshot.credentials.get(*k) {
+            Some(c) => page.credentials.push(FeedCredential::derived(c, cover)),
+            None => page.removed.push((*k).to_owned()),
+        }
+    }
+    if end < keys.len() && end > start {
+        page.next = Some(keys[end - 1].to_owned());
+    }
+    page
 }
 
 async fn feed(
@@ -177,8 +257,8 @@ async fn feed(
         )
             .into_response();
     }
-    let regions = match feed_regions(query.as_deref()) {
-        Ok(r) => r,
+    let feed_query = match feed_query(query.as_deref()) {
+        Ok(q) => q,
         Err(why) => {
             count("400");
             return (StatusCode::BAD_REQUEST, why).into_response();
@@ -187,7 +267,7 @@ async fn feed(
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
-    let cover = Coverage::at(now, regions);
+    let cover = Coverage::at(now, feed_query.regions.clone());
     let snapshot = s.broker.handle().load();
     let version = format!(
         "{:016x}-{:016x}-{}",
@@ -197,27 +277,37 @@ async fn feed(
     );
     let etag = format!("\"{version}\"");
     let etag_header = HeaderValue::from_str(&etag).unwrap_or(HeaderValue::from_static("\"\""));
-    if let Some(inm) = headers
+    let if_none_match = headers
         .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.to_str().ok());
+    // 304 for a first page only: a paged answer goes on to its end.
+    if feed_query.after.is_none()
+        && let Some(inm) = if_none_match
         && matches_etag(inm, &etag)
     {
         count("304");
         return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag_header)]).into_response();
     }
-    let mut credentials: Vec<FeedCredential> = snapshot
-        .credentials
-        .values()
-        .map(|c| FeedCredential::derived(c, &cover))
-        .collect();
-    credentials.sort_by(|a, b| a.access_key_id.cmp(&b.access_key_id));
-    let body = FeedSnapshot {
-        version,
-        credentials,
-        backends: s.upstream.feed_backends(&cover),
-    }
-    .to_json();
+    let since = if_none_match.and_then(|inm| since_version(inm, &cover.tag()));
+    let backends = s.upstream.feed_backends(&cover);
+    let rendered = tokio::task::spawn_blocking(move || {
+        let page = render_page(&snapshot, &cover, since, &feed_query, version, backends);
+        (page.delta, page.to_json())
+    })
+    .await;
+    let Ok((delta, body)) = rendered else {
+        count("500");
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "cannot render the feed\n",
+        )
+            .into_response();
+    };
     count("200");
+    s.metrics
+        .feed_pages
+        .with_label_values(&[if delta { "delta" } else { "whole" }])
+        .inc();
     (
         StatusCode::OK,
         [
@@ -245,6 +335,143 @@ mod tests {
         assert!(matches_etag("*", "\"a-b\""));
         assert!(!matches_etag("\"a-c\"", "\"a-b\""));
         assert!(!matches_etag("a-b", "\"a-b\""));
+    }
+
+    #[test]
+    fn feed_queries() {
+        let q = feed_query(Some(
+            "region=us-east-1&limit=50&after=AKIA%2Fx&region=eu-west-1",
+        ))
+        .unwrap();
+        assert_eq!(
+            q,
+            FeedQuery {
+                regions: vec!["eu-west-1".into(), "us-east-1".into()],
+                limit: Some(50),
+                after: Some("AKIA/x".into()),
+            }
+        );
+        for bad in [
+            "",
+            "region=US",
+            "region=r&limit=0",
+            "region=r&limit=10001",
+            "region=r&limit=x",
+            "region=r&limit=1&limit=2",
+            "region=r&after=",
+            "region=r&after=a&after=b",
+        ] {
+            assert!(feed_query(Some(bad)).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn since_versions() {
+        let v = format!("\"{:016x}-{:016x}-20130525-us-east-1\"", 42u64, 7u64);
+        assert_eq!(since_version(&v, "20130525-us-east-1"), Some(42));
+        assert_eq!(
+            since_version(&format!("W/{v}"), "20130525-us-east-1"),
+            Some(42)
+        );
+        // Another day or region set: keys differ, no delta.
+        assert_eq!(since_version(&v, "20130526-us-east-1"), None);
+        assert_eq!(since_version("\"x-y-z\"", "z"), None);
+        assert_eq!(since_version("*", "z"), None);
+    }
+
+    #[test]
+    fn pages_and_deltas() {
+        use bucketgate_core::credential::{Credential, Scope};
+        let cred =
+            |id: &str, secret: &str| Credential::new(id, secret, vec![Scope::new("main", "b")]);
+        let of = |creds: &[Credential]| {
+            Snapshot::from_credentials(
+                creds
+                    .iter()
+                    .map(|c| (c.access_key_id.clone(), c.clone()))
+                    .collect(),
+            )
+        };
+        let first = of(&[cred("K1", "a"), cred("K2", "b"), cred("K3", "c")]);
+        let v1 = first.version;
+        let second = of(&[cred("K1", "a"), cred("K2", "b2"), cred("K4", "d")]).following(&first);
+        let cover = Coverage::at(1_369_353_600, vec!["us-east-1".into()]);
+        let q = |limit: Option<usize>, after: Option<&str>| FeedQuery {
+            regions: vec!["us-east-1".into()],
+            limit,
+            after: after.map(str::to_owned),
+        };
+        let ids = |p: &FeedSnapshot| {
+            p.credentials
+                .iter()
+                .map(|c| c.access_key_id.clone())
+                .collect::<Vec<_>>()
+        };
+        // Whole, paged by two: K1 K2 | K4.
+        let p1 = render_page(&second, &cover, None, &q(Some(2), None), "v".into(), vec![]);
+        assert_eq!(
+            (ids(&p1), p1.next.as_deref(), p1.delta),
+            (vec!["K1".into(), "K2".into()], Some("K2"), false)
+        );
+        let p2 = render_page(
+            &second,
+            &cover,
+            None,
+            &q(Some(2), Some("K2")),
+            "v".into(),
+            vec![],
+        );
+        assert_eq!(
+            (ids(&p2), p2.next.as_deref()),
+            (vec!["K4".to_owned()], None)
+        );
+        // Delta since v1: K2 changed, K3 removed, K4 added; paged by one.
+        let d1 = render_page(
+            &second,
+            &cover,
+            Some(v1),
+            &q(Some(1), None),
+            "v".into(),
+            vec![],
+        );
+        assert_eq!(
+            (ids(&d1), d1.next.as_deref(), d1.delta),
+            (vec!["K2".into()], Some("K2"), true)
+        );
+        let d2 = render_page(
+            &second,
+            &cover,
+            Some(v1),
+            &q(Some(1), Some("K2")),
+            "v".into(),
+            vec![],
+        );
+        assert_eq!(
+            (ids(&d2), d2.removed.clone(), d2.next.as_deref()),
+            (vec![], vec!["K3".to_owned()], Some("K3"))
+        );
+        let d3 = render_page(
+            &second,
+            &cover,
+            Some(v1),
+            &q(None, Some("K3")),
+            "v".into(),
+            vec![],
+        );
+        assert_eq!((ids(&d3), d3.next.clone()), (vec!["K4".to_owned()], None));
+        // A version the history does not know: the whole set.
+        let w = render_page(
+            &second,
+            &cover,
+            Some(99),
+            &q(None, None),
+            "v".into(),
+            vec![],
+        );
+        assert_eq!((ids(&w).len(), w.delta), (3, false));
+        for p in [p1, p2, d1, d2, d3, w] {
+            assert_eq!(FeedSnapshot::parse(p.to_json().as_bytes()).unwrap(), p);
+        }
     }
 
     #[test]

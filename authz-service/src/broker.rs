@@ -3,7 +3,7 @@
 //! it; readers (ext_authz checks, the feed endpoint) take a cheap
 //! [`SnapshotHandle::load`] and never block a writer.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
@@ -14,12 +14,31 @@ use sha2::{Digest, Sha256};
 use crate::metrics::Metrics;
 
 /// Every usable-or-not credential the data plane knows, by access key id,
-/// and a version that changes whenever the content does.
+/// and a version that changes whenever the content does. It also keeps the
+/// access keys in order with a digest of each, and which keys changed
+/// between recent versions, so the feed can page through it and answer a
+/// filter with only what changed since the version it holds.
 #[derive(Debug, Default)]
 pub struct Snapshot {
     pub version: u64,
     pub credentials: HashMap<String, Credential>,
+    /// Access keys, sorted, with the digest of each credential.
+    index: Vec<(String, u64)>,
+    /// Recent changes, oldest first: from `version`, the keys that changed.
+    history: VecDeque<Change>,
 }
+
+#[derive(Clone, Debug)]
+struct Change {
+    from: u64,
+    keys: Arc<Vec<String>>,
+}
+
+/// How many versions back a delta can reach.
+const HISTORY_VERSIONS: usize = 256;
+/// How many changed keys the history may hold in all (beyond, the oldest
+/// changes are forgotten and a filter that far behind gets everything).
+const HISTORY_KEYS: usize = 1_000_000;
 
 impl CredentialSource for Snapshot {
     type Ref<'a> = &'a Credential;
@@ -49,47 +68,135 @@ impl SnapshotHandle {
 impl Snapshot {
     /// A snapshot of `credentials` whose version is a digest of the content.
     pub fn from_credentials(credentials: HashMap<String, Credential>) -> Self {
-        let version = content_version(&credentials);
-        Self {
-            version,
-            credentials,
+        let mut index: Vec<(String, u64)> = credentials
+            .iter()
+            .map(|(k, c)| (k.clone(), credential_digest(c)))
+            .collect();
+        index.sort_unstable();
+        let mut h = Sha256::new();
+        for (k, d) in &index {
+            h.update((k.len() as u64).to_be_bytes());
+            h.update(k.as_bytes());
+            h.update(d.to_be_bytes());
         }
+        let d = h.finalize();
+        let mut v = [0u8; 8];
+        v.copy_from_slice(&d[..8]);
+        Self {
+            version: u64::from_be_bytes(v),
+            credentials,
+            index,
+            history: VecDeque::new(),
+        }
+    }
+
+    /// This snapshot as the successor of `previous`: its history is the
+    /// previous one's plus the keys that differ between the two.
+    pub fn following(mut self, previous: &Snapshot) -> Self {
+        let changed = changed_keys(&previous.index, &self.index);
+        let mut history = previous.history.clone();
+        history.push_back(Change {
+            from: previous.version,
+            keys: Arc::new(changed),
+        });
+        let mut total: usize = history.iter().map(|c| c.keys.len()).sum();
+        while history.len() > HISTORY_VERSIONS || (total > HISTORY_KEYS && history.len() > 1) {
+            if let Some(old) = history.pop_front() {
+                total -= old.keys.len();
+            }
+        }
+        self.history = history;
+        self
+    }
+
+    /// The access keys, in order.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.index.iter().map(|(k, _)| k.as_str())
+    }
+
+    /// The access keys that changed (added, modified or removed) since
+    /// `version`, in order; `None` when that version is not in the
+    /// history (too old, or from another broker process).
+    pub fn changed_since(&self, version: u64) -> Option<Vec<&str>> {
+        if version == self.version {
+            return Some(Vec::new());
+        }
+        let from = self.history.iter().rposition(|c| c.from == version)?;
+        let keys: BTreeSet<&str> = self
+            .history
+            .iter()
+            .skip(from)
+            .flat_map(|c| c.keys.iter().map(String::as_str))
+            .collect();
+        Some(keys.into_iter().collect())
     }
 }
 
-/// A 64-bit digest of every field of every credential, in key order. The
-/// secret enters through its own one-way fingerprint. Equal content gives
-/// the same version in every process, so the feed's ETag survives restarts.
-pub fn content_version(credentials: &HashMap<String, Credential>) -> u64 {
-    let mut keys: Vec<&String> = credentials.keys().collect();
-    keys.sort();
-    let mut h = Sha256::new();
-    for k in keys {
-        let c = &credentials[k];
-        h.update((c.access_key_id.len() as u64).to_be_bytes());
-        h.update(c.access_key_id.as_bytes());
-        h.update(c.secret.fingerprint().to_be_bytes());
-        h.update((c.scopes.len() as u64).to_be_bytes());
-        for s in &c.scopes {
-            for part in [&s.backend, &s.bucket] {
-                h.update((part.len() as u64).to_be_bytes());
-                h.update(part.as_bytes());
+/// Keys present in one sorted index and not the other, or with another
+/// digest.
+fn changed_keys(old: &[(String, u64)], new: &[(String, u64)]) -> Vec<String> {
+    let (mut i, mut j) = (0, 0);
+    let mut out = Vec::new();
+    while i < old.len() || j < new.len() {
+        match (old.get(i), new.get(j)) {
+            (Some(a), Some(b)) if a.0 == b.0 => {
+                if a.1 != b.1 {
+                    out.push(a.0.clone());
+                }
+                i += 1;
+                j += 1;
             }
+            (Some(a), Some(b)) if a.0 < b.0 => {
+                out.push(a.0.clone());
+                i += 1;
+            }
+            (Some(a), None) => {
+                out.push(a.0.clone());
+                i += 1;
+            }
+            (_, Some(b)) => {
+                out.push(b.0.clone());
+                j += 1;
+            }
+            (None, None) => break,
         }
-        h.update([u8::from(c.disabled)]);
-        let opt = |v: Option<i128>| match v {
-            None => [0u8; 17],
-            Some(x) => {
-                let mut b = [1u8; 17];
-                b[1..].copy_from_slice(&x.to_be_bytes());
-                b
-            }
-        };
-        h.update(opt(c.expires_at.map(i128::from)));
-        h.update(opt(c.rps.map(i128::from)));
-        h.update(opt(c.quota_soft_bytes.map(i128::from)));
-        h.update(opt(c.quota_hard_bytes.map(i128::from)));
     }
+    out
+}
+
+/// The version of a set of credentials (see [`Snapshot::from_credentials`]).
+pub fn content_version(credentials: &HashMap<String, Credential>) -> u64 {
+    Snapshot::from_credentials(credentials.clone()).version
+}
+
+/// A 64-bit digest of every field of one credential. The secret enters
+/// through its own one-way fingerprint. Equal content gives the same
+/// digest in every process, so the feed's ETag survives restarts.
+fn credential_digest(c: &Credential) -> u64 {
+    let mut h = Sha256::new();
+    h.update((c.access_key_id.len() as u64).to_be_bytes());
+    h.update(c.access_key_id.as_bytes());
+    h.update(c.secret.fingerprint().to_be_bytes());
+    h.update((c.scopes.len() as u64).to_be_bytes());
+    for s in &c.scopes {
+        for part in [&s.backend, &s.bucket] {
+            h.update((part.len() as u64).to_be_bytes());
+            h.update(part.as_bytes());
+        }
+    }
+    h.update([u8::from(c.disabled)]);
+    let opt = |v: Option<i128>| match v {
+        None => [0u8; 17],
+        Some(x) => {
+            let mut b = [1u8; 17];
+            b[1..].copy_from_slice(&x.to_be_bytes());
+            b
+        }
+    };
+    h.update(opt(c.expires_at.map(i128::from)));
+    h.update(opt(c.rps.map(i128::from)));
+    h.update(opt(c.quota_soft_bytes.map(i128::from)));
+    h.update(opt(c.quota_hard_bytes.map(i128::from)));
     let d = h.finalize();
     let mut v = [0u8; 8];
     v.copy_from_slice(&d[..8]);
@@ -234,8 +341,10 @@ impl Broker {
             .cache_credentials
             .with_label_values(&["merged"])
             .set(merged.len() as i64);
+        let previous = self.handle.load();
         let next = Snapshot::from_credentials(merged);
-        if next.version != self.handle.load().version {
+        if next.version != previous.version {
+            let next = next.following(&previous);
             tracing::info!(
                 version = format_args!("{:016x}", next.version),
                 credentials = next.credentials.len(),
@@ -298,6 +407,47 @@ mod tests {
         b.remove("K2");
         assert_ne!(v, content_version(&b));
         assert_ne!(content_version(&HashMap::new()), v);
+    }
+
+    #[test]
+    fn history_names_what_changed_since_a_version() {
+        let h = SnapshotHandle::default();
+        let broker = Broker::new(h.clone(), Metrics::new(), false);
+        broker.set_sqlite(vec![cred("K1", "a", "x"), cred("K2", "b", "x")]);
+        let v1 = h.load().version;
+        broker.set_sqlite(vec![
+            cred("K1", "a", "x"),
+            cred("K2", "b2", "x"),
+            cred("K3", "c", "x"),
+        ]);
+        let v2 = h.load().version;
+        broker.set_sqlite(vec![cred("K2", "b2", "x"), cred("K3", "c", "x")]);
+        let snap = h.load();
+        assert_eq!(snap.changed_since(v2), Some(vec!["K1"]));
+        assert_eq!(snap.changed_since(v1), Some(vec!["K1", "K2", "K3"]));
+        assert_eq!(snap.changed_since(snap.version), Some(vec![]));
+        assert_eq!(snap.changed_since(12345), None);
+        assert_eq!(snap.keys().collect::<Vec<_>>(), vec!["K2", "K3"]);
+        // Back to v1's content: the version recurs and its delta is empty
+        // from the last time it was current.
+        broker.set_sqlite(vec![cred("K1", "a", "x"), cred("K2", "b", "x")]);
+        let snap = h.load();
+        assert_eq!(snap.version, v1);
+        assert_eq!(snap.changed_since(v1), Some(vec![]));
+        assert_eq!(snap.changed_since(v2), Some(vec!["K1", "K2", "K3"]));
+    }
+
+    #[test]
+    fn history_is_bounded() {
+        let mut snap = Snapshot::from_credentials(HashMap::new());
+        let first = snap.version;
+        for i in 0..(HISTORY_VERSIONS + 5) {
+            let mut m = HashMap::new();
+            m.insert("K".to_owned(), cred("K", &i.to_string(), "x"));
+            snap = Snapshot::from_credentials(m).following(&snap);
+        }
+        assert_eq!(snap.history.len(), HISTORY_VERSIONS);
+        assert_eq!(snap.changed_since(first), None);
     }
 
     #[test]

@@ -17,6 +17,8 @@ pub struct Metrics {
     pub store_sync_errors: IntCounterVec,
     /// `bucketgate_feed_requests_total{status}`.
     pub feed_requests: IntCounterVec,
+    /// `bucketgate_feed_pages_total{answer}`: 200 pages, `whole` or `delta`.
+    pub feed_pages: IntCounterVec,
     // --- end broker ---
     // --- ext_authz checks (CheckMetrics below) ---
     pub check: CheckMetrics,
@@ -85,6 +87,12 @@ impl Metrics {
             "Feed requests by answer (200, 304, 401, 503)",
             &["status"],
         )?;
+        let feed_pages = counter_vec(
+            &registry,
+            "feed_pages_total",
+            "Feed pages served, by answer (whole: every key; delta: keys changed since the filter's version)",
+            &["answer"],
+        )?;
         // --- end broker ---
         let check = CheckMetrics::register(&registry)?; // ext_authz
         Ok(Self {
@@ -94,6 +102,7 @@ impl Metrics {
             store_last_sync,
             store_sync_errors,
             feed_requests,
+            feed_pages,
             check,
         })
     }

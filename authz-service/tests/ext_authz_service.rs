@@ -88,10 +88,7 @@ async fn start() -> Harness {
     limited.rps = Some(1);
     creds.insert(TENANT.0.to_owned(), tenant);
     creds.insert(LIMITED.0.to_owned(), limited);
-    let snapshot = SnapshotHandle::new(Snapshot {
-        version: 1,
-        credentials: creds,
-    });
+    let snapshot = SnapshotHandle::new(Snapshot::from_credentials(creds));
     let metrics = Metrics::new();
     let rotating = Rotating(Arc::new(Mutex::new(admin(ADMIN.0, ADMIN.1))));
     let service = Service::build(
@@ -551,10 +548,7 @@ fn unsampled_reads_carry_no_audit_row_but_writes_and_denials_do() {
     );
     let service = Service::build(
         config,
-        SnapshotHandle::new(Snapshot {
-            version: 1,
-            credentials: creds,
-        }),
+        SnapshotHandle::new(Snapshot::from_credentials(creds)),
         Metrics::new(),
         None,
         Box::new(FixedClock),

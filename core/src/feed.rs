@@ -24,6 +24,18 @@
 //! `backends` carries the current upstream admin credentials (refreshed by
 //! the broker from its static config or the AWS default chain); a backend
 //! absent from the list keeps the credentials of the filter's own config.
+//!
+//! **Pages and deltas.** A filter asks with `limit=<n>` (credentials per
+//! answer, [`MAX_PAGE`] at most) and gets one page, sorted by access key;
+//! `"next": "<key>"` means more follow: ask again with `after=<key>`.
+//! A filter that names the version it holds (`If-None-Match`) gets, when
+//! the broker still knows that version, only what changed since
+//! (`"delta": true`, changed credentials plus `"removed": [ids]`);
+//! otherwise the whole set. Every page carries the version it was rendered
+//! from; pages of one answer may come from successive versions, so a
+//! filter keeps the **first** page's version and its next delta re-sends
+//! whatever changed after it (see `plugin::poll::Paging`). Without `limit`
+//! the broker answers everything in one body (scripts, tests).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -41,6 +53,12 @@ use crate::secret::SecretKey;
 pub const FEED_PATH: &str = "/v1/feed";
 /// The query parameter naming a region the filter verifies or signs for.
 pub const REGION_PARAM: &str = "region";
+/// The query parameter asking for one page of at most that many credentials.
+pub const LIMIT_PARAM: &str = "limit";
+/// The query parameter continuing a paged answer after that access key.
+pub const AFTER_PARAM: &str = "after";
+/// The largest page a filter may ask for.
+pub const MAX_PAGE: usize = 10_000;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -50,6 +68,15 @@ pub struct FeedSnapshot {
     pub credentials: Vec<FeedCredential>,
     #[serde(default)]
     pub backends: Vec<FeedBackend>,
+    /// Access keys gone since the requester's version (delta answers only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removed: Vec<String>,
+    /// The answer is relative to the version the request named.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub delta: bool,
+    /// More pages follow: ask again with `after=<next>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }
 
 /// Signing keys on the wire: credential scope → 64 hex digits. The hex
@@ -234,6 +261,17 @@ impl FeedSnapshot {
             }
             c.signing_keys.to_keys()?;
         }
+        if !feed.delta && !feed.removed.is_empty() {
+            return Err("a feed answer that is not a delta removes nothing".into());
+        }
+        for id in &feed.removed {
+            if id.is_empty() || !seen.insert(id.as_str()) {
+                return Err(format!("access key {id:?} both sent and removed, or empty"));
+            }
+        }
+        if feed.next.as_deref() == Some("") {
+            return Err("an empty page cursor".into());
+        }
         Ok(feed)
     }
 
@@ -252,6 +290,22 @@ impl FeedSnapshot {
             })
             .collect()
     }
+
+    /// One whole (not delta, not paged) answer.
+    pub fn whole(
+        version: String,
+        credentials: Vec<FeedCredential>,
+        backends: Vec<FeedBackend>,
+    ) -> Self {
+        Self {
+            version,
+            credentials,
+            backends,
+            removed: Vec::new(),
+            delta: false,
+            next: None,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -268,11 +322,11 @@ mod tests {
         let cover = Coverage::at(NOW, vec!["us-east-1".into()]);
         let mut admin = AdminCredentials::new("ADMIN", "adminsecret");
         admin.session_token = Some("tok".into());
-        let feed = FeedSnapshot {
-            version: "7".into(),
-            credentials: vec![FeedCredential::derived(&c, &cover)],
-            backends: vec![FeedBackend::derived("main", &admin, &cover)],
-        };
+        let feed = FeedSnapshot::whole(
+            "7".into(),
+            vec![FeedCredential::derived(&c, &cover)],
+            vec![FeedBackend::derived("main", &admin, &cover)],
+        );
         let json = feed.to_json();
         assert!(
             !json.contains("s3cr3t") && !json.contains("adminsecret"),
@@ -321,6 +375,39 @@ mod tests {
             1,
         );
         assert!(FeedSnapshot::parse(bad.as_bytes()).is_err());
+        // Page fields: absent in a whole answer, checked when present.
+        assert!(!json.contains("\"next\"") && !json.contains("\"delta\""));
+        let mut page = feed.clone();
+        page.next = Some("AKIAFEED".into());
+        page.delta = true;
+        page.removed = vec!["AKIAGONE".into()];
+        assert_eq!(
+            FeedSnapshot::parse(page.to_json().as_bytes()).unwrap(),
+            page
+        );
+        for broken in [
+            FeedSnapshot {
+                delta: false,
+                ..page.clone()
+            },
+            FeedSnapshot {
+                removed: vec!["AKIAFEED".into()],
+                ..page.clone()
+            },
+            FeedSnapshot {
+                removed: vec![String::new()],
+                ..page.clone()
+            },
+            FeedSnapshot {
+                next: Some(String::new()),
+                ..page.clone()
+            },
+        ] {
+            assert!(
+                FeedSnapshot::parse(broken.to_json().as_bytes()).is_err(),
+                "{broken:?}"
+            );
+        }
     }
 
     #[test]

@@ -59,6 +59,17 @@ impl CredentialSource for std::collections::HashMap<String, Credential> {
     }
 }
 
+/// The in-Envoy filters' credentials: shared entries, so a snapshot with
+/// one changed key is a shallow copy of the last one.
+pub type CredentialMap = std::collections::HashMap<String, std::sync::Arc<Credential>>;
+
+impl CredentialSource for CredentialMap {
+    type Ref<'a> = &'a Credential;
+    fn credential<'a>(&'a self, access_key_id: &str) -> Option<&'a Credential> {
+        self.get(access_key_id).map(|c| &**c)
+    }
+}
+
 /// Rate limits, wherever their state lives.
 pub trait RateLimit {
     fn check(

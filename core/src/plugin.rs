@@ -6,10 +6,10 @@
 
 pub mod poll;
 
-use std::collections::HashMap;
+use std::sync::Arc;
 
 use crate::date::parse_rfc3339;
-use crate::gateway::Gateway;
+use crate::gateway::{CredentialMap, Gateway};
 use crate::limits::LimiterConfig;
 use crate::settings::{AdminKeys, Settings};
 use crate::{Credential, Scope};
@@ -49,7 +49,7 @@ pub struct Config {
     pub gateway: Gateway,
     /// Envoy cluster per backend, indexed like `gateway.backends`.
     pub clusters: Vec<String>,
-    pub credentials: HashMap<String, Credential>,
+    pub credentials: CredentialMap,
     pub limits: LimiterConfig,
     pub read_sample_rate: f64,
     /// Where to poll the broker's feed; `None`: static credentials only.
@@ -78,7 +78,7 @@ pub fn parse(json: &[u8]) -> Result<Config, String> {
     };
     let (shared, extras) = raw.build(admin)?;
     let backends = &shared.gateway.backends;
-    let mut credentials = HashMap::new();
+    let mut credentials = CredentialMap::new();
     for c in extras.credentials {
         let what = format!("credential '{}'", c.access_key_id);
         if c.access_key_id.is_empty() || c.secret_access_key.is_empty() {
@@ -107,7 +107,10 @@ pub fn parse(json: &[u8]) -> Result<Config, String> {
         cred.rps = c.rps;
         cred.expires_at = expires_at;
         cred.disabled = c.disabled;
-        if credentials.insert(c.access_key_id, cred).is_some() {
+        if credentials
+            .insert(c.access_key_id, Arc::new(cred))
+            .is_some()
+        {
             return Err(format!("{what} is defined twice"));
         }
     }

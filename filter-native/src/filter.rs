@@ -21,9 +21,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use bucketgate_core::chunked::BufferedResigner;
-use bucketgate_core::feed::{FEED_PATH, FeedSnapshot};
+use bucketgate_core::feed::FEED_PATH;
 use bucketgate_core::gateway::{Action, Audit, Context as GwContext, Decision, NoUsage, Outcome};
-use bucketgate_core::plugin::poll::{FeedSettings, PollOutcome, apply, classify};
+use bucketgate_core::plugin::poll::{FeedSettings, Paging, PollOutcome, apply_page, classify};
 use bucketgate_core::plugin::{self, Config};
 use bucketgate_core::request::Operation;
 use bucketgate_core::sigv4::FixedKeyCache;
@@ -131,8 +131,13 @@ impl Metrics {
 
 #[derive(Debug, Default)]
 struct PollState {
+    /// The feed version the published snapshot holds.
     version: Option<String>,
     in_flight: Option<u64>,
+    /// The version the poll in flight named (its first page's request).
+    since_sent: Option<String>,
+    /// A poll past its first page: the pages so far applied to a copy.
+    paging: Option<(Paging, Config)>,
     failures: u64,
     last_log: Option<Instant>,
 }
@@ -227,66 +232,114 @@ impl FilterConfig {
     pub fn poll_feed(&self) {
         let Some(settings) = &self.feed else { return };
         let mut poll = self.poll.lock().unwrap_or_else(PoisonError::into_inner);
-        if poll.in_flight.is_some() {
+        if poll.in_flight.is_some() || poll.paging.is_some() {
             return;
         }
-        let mut headers = settings.request_headers(poll.version.as_deref());
+        poll.since_sent = poll.version.clone();
+        let headers = settings.request_headers(poll.version.as_deref(), None);
+        if let Err(e) = self.dispatch(settings, &mut poll, headers) {
+            drop(poll);
+            self.feed_failed(&e);
+        }
+    }
+
+    fn dispatch(
+        &self,
+        settings: &FeedSettings,
+        poll: &mut PollState,
+        mut headers: Vec<(String, String)>,
+    ) -> Result<(), String> {
         headers.push(("host".into(), settings.authority.clone()));
-        match self
+        let id = self
             .envoy
             .http_callout(&settings.cluster, &headers, settings.timeout_ms)
-        {
-            Ok(id) => poll.in_flight = Some(id),
-            Err(code) => {
-                drop(poll);
-                self.feed_failed(&format!(
-                    "cannot start the feed request (Envoy result {code})"
-                ));
-            }
-        }
+            .map_err(|code| format!("cannot start the feed request (Envoy result {code})"))?;
+        poll.in_flight = Some(id);
+        Ok(())
     }
 
     /// `config_http_callout_done` (main thread).
     pub fn feed_answer(&self, id: u64, status: Option<&str>, body: &[u8]) {
         let Some(settings) = &self.feed else { return };
-        {
-            let mut poll = self.poll.lock().unwrap_or_else(PoisonError::into_inner);
-            if poll.in_flight != Some(id) {
-                return;
+        let mut poll = self.poll.lock().unwrap_or_else(PoisonError::into_inner);
+        if poll.in_flight != Some(id) {
+            return;
+        }
+        poll.in_flight = None;
+        let paging = poll.paging.take();
+        let page = match classify(status, Some(body)) {
+            PollOutcome::Unchanged if paging.is_none() => {
+                drop(poll);
+                return self.count_poll("unchanged");
             }
-            poll.in_flight = None;
+            PollOutcome::Unchanged => {
+                drop(poll);
+                return self.feed_failed("a 304 in the middle of a paged answer");
+            }
+            PollOutcome::Failed(reason) => {
+                drop(poll);
+                return self.feed_failed(&reason);
+            }
+            PollOutcome::Updated { page, .. } => page,
+        };
+        let step = match paging {
+            None => Paging::first(poll.since_sent.clone(), &page).map(|p| {
+                // A delta goes on top of what workers use now; a whole
+                // answer replaces everything but the static config.
+                let start = if p.delta {
+                    self.snapshot.load().config.clone()
+                } else {
+                    self.base.clone()
+                };
+                (p, start)
+            }),
+            Some((mut p, wip)) => p.follow(&page).map(|()| (p, wip)),
+        };
+        let (paging, mut wip) = match step {
+            Ok(s) => s,
+            Err(e) => {
+                drop(poll);
+                return self.feed_failed(&e);
+            }
+        };
+        apply_page(&self.base, &mut wip, &page);
+        drop(page);
+        if !paging.complete() {
+            let headers = paging.next_request(settings);
+            poll.paging = Some((paging, wip));
+            if let Err(e) = self.dispatch(settings, &mut poll, headers) {
+                poll.paging = None;
+                drop(poll);
+                self.feed_failed(&e);
+            }
+            return;
         }
-        match classify(status, Some(body)) {
-            PollOutcome::Unchanged => self.count_poll("unchanged"),
-            PollOutcome::Failed(reason) => self.feed_failed(&reason),
-            PollOutcome::Updated { version, body } => match FeedSnapshot::parse(&body) {
-                Ok(feed) => {
-                    let current = self.snapshot.load();
-                    let next = Snapshot::build(apply(&self.base, &feed), Some(&current));
-                    let n = next.config.credentials.len();
-                    self.snapshot.store(Arc::new(next));
-                    let mut poll = self.poll.lock().unwrap_or_else(PoisonError::into_inner);
-                    if poll.failures > 0 {
-                        abi::log(
-                            LogLevel::Warn,
-                            &format!(
-                                "bucketgate: feed {}{FEED_PATH} reachable again after {} failed poll(s)",
-                                settings.cluster, poll.failures
-                            ),
-                        );
-                    }
-                    abi::log(
-                        LogLevel::Info,
-                        &format!("bucketgate: feed snapshot {version} loaded ({n} credential(s))"),
-                    );
-                    poll.failures = 0;
-                    poll.version = Some(version);
-                    drop(poll);
-                    self.count_poll("updated");
-                }
-                Err(e) => self.feed_failed(&e),
-            },
+        let current = self.snapshot.load();
+        let next = Snapshot::build(wip, Some(&current));
+        let n = next.config.credentials.len();
+        self.snapshot.store(Arc::new(next));
+        if poll.failures > 0 {
+            abi::log(
+                LogLevel::Warn,
+                &format!(
+                    "bucketgate: feed {}{FEED_PATH} reachable again after {} failed poll(s)",
+                    settings.cluster, poll.failures
+                ),
+            );
         }
+        abi::log(
+            LogLevel::Info,
+            &format!(
+                "bucketgate: feed snapshot {} loaded ({}, {} page(s), {n} credential(s))",
+                paging.version,
+                if paging.delta { "delta" } else { "whole" },
+                paging.pages
+            ),
+        );
+        poll.failures = 0;
+        poll.version = Some(paging.version);
+        drop(poll);
+        self.count_poll("updated");
     }
 
     fn count_poll(&self, result: &str) {

@@ -5,7 +5,9 @@ front of signature-verifying s3s-fs.
 
 A created key works, a revoked one answers 401 within a poll period, and
 with the broker gone the filter keeps its last snapshot and says so in
-Envoy's log."""
+Envoy's log. The filters here ask for pages of two credentials, so every
+load crosses pages, and after the first load every change arrives as a
+delta (the broker's `feed_pages_total{answer}` says which)."""
 
 import json
 import os
@@ -25,6 +27,8 @@ STORE_POLL_MS = 100
 # loops below give it four poll periods before failing.
 BOUND_S = 4 * POLL_MS / 1000
 FEED_TOKEN = "e2e-feed-token-0123456789abcdef"
+# Credentials per feed page the filters ask for.
+PAGE_SIZE = 2
 STORE_KEY = "e2e store key: at least thirty-two characters long"
 
 
@@ -118,7 +122,8 @@ def feed_env(request, tmp_path_factory):
             "name": "local", "cluster": "backend_local", "host": f"127.0.0.1:{s3_port}", "region": REGION,
             "addressing": "path", "access_key_id": ADMIN_KEY, "secret_access_key": "not-the-admin-secret",
         }],
-        "feed": {"cluster": "bucketgate_feed", "token": FEED_TOKEN, "poll_ms": POLL_MS, "timeout_ms": 1000},
+        "feed": {"cluster": "bucketgate_feed", "token": FEED_TOKEN, "poll_ms": POLL_MS, "timeout_ms": 1000,
+                 "page_size": PAGE_SIZE},
     }
     envoy_log = work / "envoy.log"
     try:
@@ -246,6 +251,90 @@ def test_unchanged_snapshots_are_not_refetched(feed_env):
         time.sleep(0.05)
     assert now.get("200", 0) == before.get("200", 0), (before, now)
     assert "401" not in now, now
+
+
+def feed_get(broker, query, etag=None):
+    headers = {"Authorization": f"Bearer {FEED_TOKEN}"}
+    if etag:
+        headers["If-None-Match"] = f'"{etag}"'
+    return requests.get(f"{broker.url}/v1/feed?region={REGION}&{query}", headers=headers, timeout=10)
+
+
+def test_the_feed_pages_and_answers_deltas(feed_env):
+    """The broker's side of the protocol: pages of one answer add up to the
+    whole set, in order; naming a version gives only what changed since,
+    a removed key included."""
+    _, broker, _, _ = feed_env
+    had = len(feed_get(broker, "").json()["credentials"])
+    broker.cli("create", "--bucket", "local:alpha", "--count", "3")
+    deadline = time.monotonic() + BOUND_S
+    while len((whole := feed_get(broker, "").json())["credentials"]) < had + 3:
+        if time.monotonic() > deadline:
+            pytest.fail("the broker did not load the new keys")
+        time.sleep(0.05)
+    assert "next" not in whole and "delta" not in whole
+    ids, after, pages = [], None, 0
+    while True:
+        page = feed_get(broker, "limit=1" + (f"&after={after}" if after else "")).json()
+        pages += 1
+        ids += [c["access_key_id"] for c in page["credentials"]]
+        after = page.get("next")
+        if after is None:
+            break
+        assert pages < 100
+    assert ids == [c["access_key_id"] for c in whole["credentials"]] and pages == len(ids) >= 4
+    # Unchanged: 304. Then one key made and one revoked: the delta has both.
+    assert feed_get(broker, "limit=1", etag=whole["version"]).status_code == 304
+    made, _ = broker.create("alpha")
+    gone = ids[0]
+    broker.cli("revoke", gone)
+    deadline = time.monotonic() + BOUND_S
+    while True:
+        r = feed_get(broker, "limit=100", etag=whole["version"])
+        delta = r.json() if r.status_code == 200 else {"credentials": []}
+        if gone in delta.get("removed", []) and made in [c["access_key_id"] for c in delta["credentials"]]:
+            break
+        if time.monotonic() > deadline:
+            pytest.fail(f"no delta with {made} added and {gone} removed: {delta}")
+        time.sleep(0.05)
+    assert delta["delta"] is True and len(delta["credentials"]) == 1, delta
+    assert delta["backends"], "every page carries the admin keys"
+    # A version the broker never had: the whole set again.
+    other = feed_get(broker, "limit=100", etag="0000000000000001-0000000000000000-x").json()
+    assert "delta" not in other and len(other["credentials"]) >= len(ids)
+
+
+def feed_pages(broker):
+    text = requests.get(f"{broker.url}/metrics", timeout=2).text
+    counts = {"whole": 0.0, "delta": 0.0}
+    for line in text.splitlines():
+        if line.startswith("bucketgate_feed_pages_total{"):
+            counts[line.split('answer="')[1].split('"')[0]] = float(line.rsplit(" ", 1)[1])
+    return counts
+
+
+def test_keys_across_pages_all_work_and_changes_arrive_as_deltas(feed_env):
+    """Nine keys made at once reach the filter (five pages of two) and all
+    work in every worker; a revocation then reaches it as a delta: the
+    filter asks for nothing whole again."""
+    gw, broker, _, _ = feed_env
+    made = [json.loads(line) for line in
+            broker.cli("create", "--bucket", "local:alpha", "--count", "9", "--json").splitlines()]
+    clients = [gw.client(key=c["access_key_id"], secret=c["secret_access_key"]) for c in made]
+    for s3 in clients:
+        until_status(lambda: s3.list_objects_v2(Bucket="alpha"), 200, BOUND_S)
+    before = feed_pages(broker)
+    day = time.gmtime().tm_yday
+    broker.cli("revoke", made[4]["access_key_id"])
+    until_status(lambda: clients[4].list_objects_v2(Bucket="alpha"), 401, BOUND_S)
+    # Both Envoy workers: several requests per key.
+    for i, s3 in enumerate(clients):
+        for _ in range(4):
+            assert status_of(lambda: s3.list_objects_v2(Bucket="alpha")) == (401 if i == 4 else 200)
+    after = feed_pages(broker)
+    assert after["delta"] > before["delta"], (before, after)
+    if time.gmtime().tm_yday == day:  # a new day's keys come whole
+        assert after["whole"] == before["whole"], (before, after)
 
 
 def test_broker_down_keeps_the_last_snapshot_and_logs_it(feed_env):

@@ -1,7 +1,15 @@
 //! The pure half of the broker's feed poll, shared by the in-Envoy filters
 //! (`GET /v1/feed`, the wire type [`crate::feed::FeedSnapshot`]): the
 //! plugin config's `feed` object, the poll request, what an answer means,
-//! and the configuration with a snapshot applied.
+//! one poll's pages ([`Paging`]), and the configuration with a page
+//! applied ([`apply_page`]).
+//!
+//! A poll names the version the filter holds (`If-None-Match`) and asks
+//! for `page_size` credentials at a time. The broker answers 304, or a
+//! delta on that version, or the whole set; either may take several pages.
+//! A filter applies a whole answer to a fresh copy of its static config and
+//! a delta to a copy of its current one, and swaps the copy in only after
+//! the last page: a worker never sees half an answer.
 //!
 //! **Merge order**: the feed wins. A feed credential replaces a static one
 //! with the same access key; static credentials the feed does not name stay.
@@ -12,10 +20,16 @@
 //! snapshot; with no snapshot ever loaded and no static credentials, every
 //! key is unknown (401): fail closed.
 
+use std::sync::Arc;
+
 use serde::Deserialize;
 
 use super::Config;
-use crate::feed::{FEED_PATH, FeedSnapshot};
+use crate::feed::{AFTER_PARAM, FEED_PATH, FeedSnapshot, LIMIT_PARAM, MAX_PAGE};
+
+/// Pages one poll may take before the filter gives up on it (a broker
+/// that never ends an answer).
+pub const MAX_PAGES: u32 = 100_000;
 
 /// The plugin config's `feed` object.
 #[derive(Deserialize)]
@@ -32,6 +46,13 @@ pub(crate) struct RawFeed {
     poll_ms: u64,
     #[serde(default = "default_timeout_ms")]
     timeout_ms: u64,
+    /// Credentials per feed page.
+    #[serde(default = "default_page_size")]
+    page_size: usize,
+}
+
+fn default_page_size() -> usize {
+    1000
 }
 
 fn default_authority() -> String {
@@ -54,6 +75,7 @@ pub struct FeedSettings {
     pub token: String,
     pub poll_ms: u64,
     pub timeout_ms: u64,
+    pub page_size: usize,
     /// Regions to ask derived keys for (`?region=`).
     pub regions: Vec<String>,
 }
@@ -65,6 +87,7 @@ impl std::fmt::Debug for FeedSettings {
             .field("authority", &self.authority)
             .field("poll_ms", &self.poll_ms)
             .field("timeout_ms", &self.timeout_ms)
+            .field("page_size", &self.page_size)
             .finish_non_exhaustive()
     }
 }
@@ -88,33 +111,49 @@ impl FeedSettings {
         if raw.timeout_ms == 0 {
             return Err("feed: timeout_ms must be positive".into());
         }
+        if !(1..=MAX_PAGE).contains(&raw.page_size) {
+            return Err(format!("feed: page_size must be between 1 and {MAX_PAGE}"));
+        }
         Ok(Self {
             cluster: raw.cluster,
             authority: raw.authority,
             token: raw.token,
             poll_ms: raw.poll_ms,
             timeout_ms: raw.timeout_ms,
+            page_size: raw.page_size,
             regions,
         })
     }
 
-    /// `/v1/feed?region=a&region=b`.
-    pub fn path(&self) -> String {
+    /// `/v1/feed?region=a&region=b&limit=N[&after=<key>]`.
+    pub fn path(&self, after: Option<&str>) -> String {
         let mut p = String::from(FEED_PATH);
-        for (i, r) in self.regions.iter().enumerate() {
-            p.push(if i == 0 { '?' } else { '&' });
+        for r in &self.regions {
+            p.push(if p.len() == FEED_PATH.len() { '?' } else { '&' });
             p.push_str(crate::feed::REGION_PARAM);
             p.push('=');
             p.push_str(r);
         }
+        p.push_str(&format!("&{LIMIT_PARAM}={}", self.page_size));
+        if let Some(a) = after {
+            p.push_str(&format!(
+                "&{AFTER_PARAM}={}",
+                crate::query::encode(a.as_bytes())
+            ));
+        }
         p
     }
 
-    /// Headers of the poll request.
-    pub fn request_headers(&self, etag_version: Option<&str>) -> Vec<(String, String)> {
+    /// Headers of a poll request: `etag_version` is the version the filter
+    /// holds, `after` where the page starts (`None`: the first page).
+    pub fn request_headers(
+        &self,
+        etag_version: Option<&str>,
+        after: Option<&str>,
+    ) -> Vec<(String, String)> {
         let mut h = vec![
             (":method".into(), "GET".into()),
-            (":path".into(), self.path()),
+            (":path".into(), self.path(after)),
             (":authority".into(), self.authority.clone()),
             ("authorization".into(), format!("Bearer {}", self.token)),
             ("accept".into(), "application/json".into()),
@@ -129,8 +168,8 @@ impl FeedSettings {
 /// What one poll answered.
 #[derive(Debug, PartialEq, Eq)]
 pub enum PollOutcome {
-    /// A new snapshot (its raw body, already validated).
-    Updated { version: String, body: Vec<u8> },
+    /// A page (parsed and validated; its raw body too).
+    Updated { page: FeedSnapshot, body: Vec<u8> },
     /// 304: nothing changed.
     Unchanged,
     /// Anything else; the reason is for the log.
@@ -152,8 +191,8 @@ pub fn classify(status: Option<&str>, body: Option<&[u8]>) -> PollOutcome {
                 Ok(f) if f.version.is_empty() => {
                     PollOutcome::Failed("feed without a version".into())
                 }
-                Ok(f) => PollOutcome::Updated {
-                    version: f.version,
+                Ok(page) => PollOutcome::Updated {
+                    page,
                     body: body.to_vec(),
                 },
                 Err(e) => PollOutcome::Failed(e),
@@ -163,22 +202,102 @@ pub fn classify(status: Option<&str>, body: Option<&[u8]>) -> PollOutcome {
     }
 }
 
-/// The configuration with the feed applied: feed credentials override
-/// static ones by access key; feed backends override admin credentials by
-/// backend name.
-pub fn apply(base: &Config, feed: &FeedSnapshot) -> Config {
-    let mut c = base.clone();
-    for (id, cred) in feed.credential_map() {
-        c.credentials.insert(id, cred);
+/// One poll, page by page: what the next request asks and what the filter
+/// holds once the last page is in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Paging {
+    /// The version the poll named (`If-None-Match`), sent with every page.
+    pub since: Option<String>,
+    /// The answer is a delta on `since` (else it replaces everything).
+    pub delta: bool,
+    /// The first page's version: later pages may be rendered from later
+    /// versions, so the next poll asks for what changed after this one.
+    pub version: String,
+    /// Where the next page starts; `None` once the last page is in.
+    pub after: Option<String>,
+    pub pages: u32,
+}
+
+impl Paging {
+    /// The first page of a poll that named `since`.
+    pub fn first(since: Option<String>, page: &FeedSnapshot) -> Result<Self, String> {
+        if page.delta && since.is_none() {
+            return Err("a delta answer to a poll that named no version".into());
+        }
+        Ok(Self {
+            since,
+            delta: page.delta,
+            version: page.version.clone(),
+            after: page.next.clone(),
+            pages: 1,
+        })
     }
-    for fb in &feed.backends {
+
+    /// A later page of the same answer. An error ends the poll; the next
+    /// one starts over.
+    pub fn follow(&mut self, page: &FeedSnapshot) -> Result<(), String> {
+        if page.delta != self.delta {
+            return Err("the feed changed from a delta to a whole answer mid-way".into());
+        }
+        if let (Some(prev), Some(next)) = (&self.after, &page.next)
+            && next <= prev
+        {
+            return Err(format!(
+                "the feed's page cursor went back ({prev:?} → {next:?})"
+            ));
+        }
+        self.pages += 1;
+        if self.pages > MAX_PAGES {
+            return Err(format!("the feed sent more than {MAX_PAGES} pages"));
+        }
+        self.after = page.next.clone();
+        Ok(())
+    }
+
+    /// Whether the last page is in.
+    pub fn complete(&self) -> bool {
+        self.after.is_none()
+    }
+
+    /// Headers of the request for the next page.
+    pub fn next_request(&self, settings: &FeedSettings) -> Vec<(String, String)> {
+        settings.request_headers(self.since.as_deref(), self.after.as_deref())
+    }
+}
+
+/// Applies one feed page to `target`: feed credentials override static
+/// ones by access key (a removed key falls back to the static one of
+/// `base`, if any); feed backends override admin credentials by backend
+/// name. Start from `base.clone()` for a whole answer and from the current
+/// configuration for a delta.
+pub fn apply_page(base: &Config, target: &mut Config, page: &FeedSnapshot) {
+    for id in &page.removed {
+        match base.credentials.get(id) {
+            Some(c) => target.credentials.insert(id.clone(), c.clone()),
+            None => target.credentials.remove(id),
+        };
+    }
+    for (id, cred) in page.credential_map() {
+        target.credentials.insert(id, Arc::new(cred));
+    }
+    for fb in &page.backends {
         if let (Some(b), Ok(a)) = (
-            c.gateway.backends.iter_mut().find(|b| b.name == fb.name),
+            target
+                .gateway
+                .backends
+                .iter_mut()
+                .find(|b| b.name == fb.name),
             fb.admin_credentials(),
         ) {
             b.credentials = a;
         }
     }
+}
+
+/// The configuration with one whole (single-page) answer applied.
+pub fn apply(base: &Config, feed: &FeedSnapshot) -> Config {
+    let mut c = base.clone();
+    apply_page(base, &mut c, feed);
     c
 }
 
@@ -215,14 +334,14 @@ mod tests {
         let only = Credential::new("AKIAFEED", "feed-only", vec![Scope::new("local", "c")]);
         let mut admin = AdminCredentials::new("FEEDADMIN", "feed-admin");
         admin.session_token = Some("session".into());
-        FeedSnapshot {
-            version: "v1".into(),
-            credentials: vec![
+        FeedSnapshot::whole(
+            "v1".into(),
+            vec![
                 FeedCredential::derived(&both, &cover()),
                 FeedCredential::derived(&only, &cover()),
             ],
-            backends: vec![FeedBackend::derived("local", &admin, &cover())],
-        }
+            vec![FeedBackend::derived("local", &admin, &cover())],
+        )
     }
 
     /// The key a credential from the feed verifies with today, as derived
@@ -250,12 +369,20 @@ mod tests {
             ("bucketgate_feed", "bucketgate-authz", 500, 2000)
         );
         assert!(!format!("{f:?}").contains("tok\""));
-        let h = f.request_headers(Some("v1"));
-        assert!(h.contains(&(":path".into(), "/v1/feed?region=us-east-1".into())));
+        let h = f.request_headers(Some("v1"), None);
+        assert!(h.contains(&(
+            ":path".into(),
+            "/v1/feed?region=us-east-1&limit=1000".into()
+        )));
+        let paged = f.request_headers(None, Some("AKIA/+x"));
+        assert!(paged.contains(&(
+            ":path".into(),
+            "/v1/feed?region=us-east-1&limit=1000&after=AKIA%2F%2Bx".into()
+        )));
         assert!(h.contains(&("authorization".into(), "Bearer tok".into())));
         assert!(h.contains(&("if-none-match".into(), "\"v1\"".into())));
         assert!(
-            !f.request_headers(None)
+            !f.request_headers(None, None)
                 .iter()
                 .any(|(k, _)| k == "if-none-match")
         );
@@ -265,6 +392,8 @@ mod tests {
             ("\"token\": \"tok\"", "\"token\": \"\""),
             ("\"cluster\": \"bucketgate_feed\"", "\"cluster\": \"\""),
             ("\"poll_ms\": 500", "\"poll_ms\": 500, \"extra\": 1"),
+            ("\"poll_ms\": 500", "\"poll_ms\": 500, \"page_size\": 0"),
+            ("\"poll_ms\": 500", "\"poll_ms\": 500, \"page_size\": 10001"),
         ] {
             assert!(
                 super::super::parse(PLUGIN.replace(bad, want).as_bytes()).is_err(),
@@ -313,7 +442,7 @@ mod tests {
         assert_eq!(
             classify(Some("200"), Some(body.as_bytes())),
             PollOutcome::Updated {
-                version: "v1".into(),
+                page: feed(),
                 body: body.clone().into_bytes()
             }
         );
@@ -336,5 +465,75 @@ mod tests {
             classify(Some("200"), Some(empty.to_json().as_bytes())),
             PollOutcome::Failed(_)
         ));
+    }
+
+    #[test]
+    fn deltas_change_only_what_they_name() {
+        let base = super::super::parse(PLUGIN.as_bytes()).unwrap();
+        let mut c = apply(&base, &feed());
+        let untouched = c.credentials["AKIAFEED"].clone();
+        let fresh = Credential::new("AKIANEW", "new", vec![Scope::new("local", "n")]);
+        let delta = FeedSnapshot {
+            delta: true,
+            removed: vec!["AKIABOTH".into(), "AKIAGONE".into()],
+            ..FeedSnapshot::whole(
+                "v2".into(),
+                vec![FeedCredential::derived(&fresh, &cover())],
+                vec![],
+            )
+        };
+        apply_page(&base, &mut c, &delta);
+        assert!(today_key_matches(c.credentials["AKIANEW"].key(), "new"));
+        // A removed feed key that shadowed a static one: the static one is back.
+        assert_eq!(c.credentials["AKIABOTH"].secret.expose(), "static-both");
+        assert!(!c.credentials.contains_key("AKIAGONE"));
+        // What the delta does not name is the same shared entry.
+        assert!(Arc::ptr_eq(&c.credentials["AKIAFEED"], &untouched));
+        assert_eq!(c.gateway.backends[0].credentials.access_key_id, "FEEDADMIN");
+    }
+
+    #[test]
+    fn paging_keeps_the_first_version_and_refuses_a_broken_sequence() {
+        let settings = super::super::parse(PLUGIN.as_bytes())
+            .unwrap()
+            .feed
+            .unwrap();
+        let page = |version: &str, delta: bool, next: Option<&str>| FeedSnapshot {
+            delta,
+            next: next.map(str::to_owned),
+            ..FeedSnapshot::whole(version.into(), vec![], vec![])
+        };
+        let mut p = Paging::first(None, &page("v1", false, Some("K1"))).unwrap();
+        assert!(!p.complete());
+        let h = p.next_request(&settings);
+        assert!(h.contains(&(
+            ":path".into(),
+            "/v1/feed?region=us-east-1&limit=1000&after=K1".into()
+        )));
+        assert!(!h.iter().any(|(k, _)| k == "if-none-match"));
+        p.follow(&page("v2", false, Some("K5"))).unwrap();
+        p.follow(&page("v3", false, None)).unwrap();
+        assert!(p.complete());
+        assert_eq!((p.version.as_str(), p.pages), ("v1", 3));
+
+        // A delta keeps naming the version it is relative to.
+        let mut d = Paging::first(Some("v0".into()), &page("v1", true, Some("K1"))).unwrap();
+        assert!(
+            d.next_request(&settings)
+                .contains(&("if-none-match".into(), "\"v0\"".into()))
+        );
+        assert!(
+            d.clone().follow(&page("v1", false, None)).is_err(),
+            "delta then whole"
+        );
+        assert!(
+            d.clone().follow(&page("v1", true, Some("K0"))).is_err(),
+            "cursor back"
+        );
+        assert!(
+            d.follow(&page("v1", true, Some("K1"))).is_err(),
+            "cursor stuck"
+        );
+        assert!(Paging::first(None, &page("v1", true, None)).is_err());
     }
 }

@@ -11,7 +11,10 @@ use bucketgate_core::feed::{FEED_PATH, FeedSnapshot};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, MapType, Status};
 
-use super::{FeedSettings, PollOutcome, SHARED_POLL, SHARED_VERSION, body_key, classify, due};
+use super::{
+    FeedSettings, Manifest, Paging, PollOutcome, Run, SHARED_GEN, SHARED_MANIFEST, SHARED_POLL,
+    SHARED_RUN, apply_page, classify, due, page_key,
+};
 use crate::config::Config;
 
 /// Failures are logged on the first one and then at most this often.
@@ -25,15 +28,56 @@ fn now_ms() -> Option<u64> {
         .map(|d| d.as_millis() as u64)
 }
 
-fn shared_string(key: &str) -> (Option<String>, Option<u32>) {
+/// A big-endian u64 in shared data, with its CAS token.
+fn shared_u64(key: &str) -> (Option<u64>, Option<u32>) {
     match hostcalls::get_shared_data(key) {
         Ok((data, cas)) => (
-            data.and_then(|b| String::from_utf8(b).ok())
-                .filter(|s| !s.is_empty()),
+            data.and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+                .map(u64::from_be_bytes),
             cas,
         ),
         Err(_) => (None, None),
     }
+}
+
+/// The current manifest, with its CAS token.
+fn manifest() -> (Option<Manifest>, Option<u32>) {
+    match hostcalls::get_shared_data(SHARED_MANIFEST) {
+        Ok((data, cas)) => (
+            data.and_then(|b| String::from_utf8(b).ok())
+                .and_then(|s| Manifest::decode(&s)),
+            cas,
+        ),
+        Err(_) => (None, None),
+    }
+}
+
+/// Empties the pages of `runs` (shared data has no delete).
+fn clear(runs: &[Run]) {
+    for key in runs.iter().flat_map(|r| r.page_keys()) {
+        let _ = hostcalls::set_shared_data(&key, Some(b""), None);
+    }
+}
+
+/// A fresh page-run number (a shared counter, compare-and-swap).
+fn next_run_id() -> Option<u64> {
+    for _ in 0..16 {
+        let (current, cas) = shared_u64(SHARED_RUN);
+        let id = current.unwrap_or(0) + 1;
+        match hostcalls::set_shared_data(SHARED_RUN, Some(&id.to_be_bytes()), cas) {
+            Ok(()) => return Some(id),
+            Err(Status::CasMismatch) => continue,
+            Err(_) => return None,
+        }
+    }
+    None
+}
+
+/// One poll past its first page.
+#[derive(Debug)]
+struct Session {
+    paging: Paging,
+    run: Run,
 }
 
 /// Polls the feed for one root context.
@@ -41,6 +85,9 @@ fn shared_string(key: &str) -> (Option<String>, Option<u32>) {
 pub struct Poller {
     settings: FeedSettings,
     in_flight: Option<u32>,
+    /// The version the first page's request named.
+    since_sent: Option<String>,
+    session: Option<Session>,
     failures: u64,
     last_log_ms: Option<u64>,
 }
@@ -50,6 +97,8 @@ impl Poller {
         Self {
             settings,
             in_flight: None,
+            since_sent: None,
+            session: None,
             failures: 0,
             last_log_ms: None,
         }
@@ -62,18 +111,11 @@ impl Poller {
 
     /// On every tick: take the turn if it is due, and dispatch the request.
     pub fn tick(&mut self) {
-        if self.in_flight.is_some() {
+        if self.in_flight.is_some() || self.session.is_some() {
             return;
         }
         let Some(now) = now_ms() else { return };
-        let (last, cas) = match hostcalls::get_shared_data(SHARED_POLL) {
-            Ok((data, cas)) => (
-                data.and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
-                    .map(u64::from_be_bytes),
-                cas,
-            ),
-            Err(_) => (None, None),
-        };
+        let (last, cas) = shared_u64(SHARED_POLL);
         if !due(last, now, self.settings.poll_ms) {
             return;
         }
@@ -81,8 +123,14 @@ impl Poller {
         if hostcalls::set_shared_data(SHARED_POLL, Some(&now.to_be_bytes()), cas).is_err() {
             return;
         }
-        let version = shared_string(SHARED_VERSION).0;
-        let headers = self.settings.request_headers(version.as_deref());
+        self.since_sent = manifest().0.and_then(|m| m.since().map(str::to_owned));
+        let headers = self
+            .settings
+            .request_headers(self.since_sent.as_deref(), None);
+        self.dispatch(headers);
+    }
+
+    fn dispatch(&mut self, headers: Vec<(String, String)>) {
         let borrowed: Vec<(&str, &str)> = headers
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
@@ -126,14 +174,48 @@ impl Poller {
             None
         };
         match classify(status.as_deref(), body.as_deref()) {
-            PollOutcome::Unchanged => self.recovered(),
-            PollOutcome::Updated { version, body } => {
-                self.recovered();
-                publish(&version, &body);
-            }
+            PollOutcome::Unchanged if self.session.is_none() => self.recovered(),
+            PollOutcome::Unchanged => self.failed("a 304 in the middle of a paged answer"),
+            PollOutcome::Updated { page, body } => self.page(&page, &body),
             PollOutcome::Failed(reason) => self.failed(&reason),
         }
         true
+    }
+
+    /// Stores one page; asks for the next or commits the manifest.
+    fn page(&mut self, page: &FeedSnapshot, body: &[u8]) {
+        let session = match self.session.take() {
+            None => Paging::first(self.since_sent.clone(), page).and_then(|paging| {
+                let id = next_run_id().ok_or("cannot number the feed's pages in shared data")?;
+                Ok(Session {
+                    paging,
+                    run: Run { id, pages: 0 },
+                })
+            }),
+            Some(mut s) => s.paging.follow(page).map(|()| s),
+        };
+        let mut session = match session {
+            Ok(s) => s,
+            Err(e) => return self.failed(&e),
+        };
+        let key = page_key(session.run.id, session.run.pages);
+        session.run.pages += 1;
+        if hostcalls::set_shared_data(&key, Some(body), None).is_err() {
+            clear(&[session.run]);
+            return self.failed("cannot store a feed page in shared data");
+        }
+        if !session.paging.complete() {
+            // Keep the turn while paging: other workers wait.
+            if let Some(now) = now_ms() {
+                let _ = hostcalls::set_shared_data(SHARED_POLL, Some(&now.to_be_bytes()), None);
+            }
+            let headers = session.paging.next_request(&self.settings);
+            self.session = Some(session);
+            self.dispatch(headers);
+            return;
+        }
+        self.recovered();
+        commit(&session);
     }
 
     fn recovered(&mut self) {
@@ -150,6 +232,9 @@ impl Poller {
     }
 
     fn failed(&mut self, reason: &str) {
+        if let Some(s) = self.session.take() {
+            clear(&[s.run]);
+        }
         self.failures += 1;
         let now = now_ms().unwrap_or_default();
         if self
@@ -159,11 +244,12 @@ impl Poller {
             return;
         }
         self.last_log_ms = Some(now);
-        match shared_string(SHARED_VERSION).0 {
-            Some(v) => log::warn!(
-                "bucketgate: feed {}{} failed: {reason}; keeping the last snapshot (version {v})",
+        match manifest().0 {
+            Some(m) => log::warn!(
+                "bucketgate: feed {}{} failed: {reason}; keeping the last snapshot (version {})",
                 self.settings.cluster,
-                FEED_PATH
+                FEED_PATH,
+                m.version
             ),
             None => log::warn!(
                 "bucketgate: feed {}{} failed: {reason}; no snapshot yet, only static credentials are accepted",
@@ -174,39 +260,50 @@ impl Poller {
     }
 }
 
-/// Stores a validated snapshot for every worker: the body under its own
-/// key, then the version pointer (compare-and-swap), then the old body
-/// emptied.
-fn publish(version: &str, body: &[u8]) {
-    let (current, cas) = shared_string(SHARED_VERSION);
-    if current.as_deref() == Some(version) {
+/// Points the manifest at a complete answer (compare-and-swap), bumps the
+/// generation, and empties the pages no longer referenced.
+fn commit(session: &Session) {
+    let (current, cas) = manifest();
+    let Some(next) = Manifest::after(current.as_ref(), &session.paging, session.run) else {
+        // Another worker committed meanwhile; its answer stands.
+        clear(&[session.run]);
         return;
-    }
-    if hostcalls::set_shared_data(&body_key(version), Some(body), None).is_err() {
-        log::warn!("bucketgate: cannot store the feed snapshot in shared data");
-        return;
-    }
-    match hostcalls::set_shared_data(SHARED_VERSION, Some(version.as_bytes()), cas) {
+    };
+    match hostcalls::set_shared_data(SHARED_MANIFEST, Some(next.encode().as_bytes()), cas) {
         Ok(()) => {
-            log::info!("bucketgate: feed snapshot {version} loaded");
+            let _ =
+                hostcalls::set_shared_data(SHARED_GEN, Some(&next.generation.to_be_bytes()), None);
+            log::info!(
+                "bucketgate: feed snapshot {} loaded ({}, {} page(s))",
+                next.version,
+                if session.paging.delta {
+                    "delta"
+                } else {
+                    "whole"
+                },
+                session.run.pages
+            );
             if let Some(old) = current {
-                let _ = hostcalls::set_shared_data(&body_key(&old), Some(b""), None);
+                clear(&old.dropped_by(&next));
             }
         }
-        // Another worker published meanwhile; its version stands.
-        Err(Status::CasMismatch) => {
-            let _ = hostcalls::set_shared_data(&body_key(version), Some(b""), None);
+        Err(status) => {
+            if status != Status::CasMismatch {
+                log::warn!("bucketgate: cannot store the feed manifest in shared data");
+            }
+            clear(&[session.run]);
         }
-        Err(_) => log::warn!("bucketgate: cannot store the feed version in shared data"),
     }
 }
 
-/// The configuration a worker uses: the plugin config with the latest feed
-/// snapshot applied, re-parsed only when the shared version changes.
+/// The configuration a worker uses: the plugin config with the feed's
+/// pages applied, updated only when the shared generation moves.
 #[derive(Debug)]
 pub struct View {
     base: Rc<Config>,
-    version: Option<String>,
+    generation: Option<u64>,
+    /// The whole-set run and how many delta runs `current` holds.
+    applied: Option<(Run, usize)>,
     current: Rc<Config>,
 }
 
@@ -215,7 +312,8 @@ impl View {
         Self {
             current: base.clone(),
             base,
-            version: None,
+            generation: None,
+            applied: None,
         }
     }
 
@@ -228,25 +326,48 @@ impl View {
     }
 
     fn refresh(&mut self) {
-        let (Some(version), _) = shared_string(SHARED_VERSION) else {
+        let (Some(generation), _) = shared_u64(SHARED_GEN) else {
             return;
         };
-        if self.version.as_deref() == Some(version.as_str()) {
+        if self.generation == Some(generation) {
             return;
         }
-        let body = match hostcalls::get_shared_data(&body_key(&version)) {
-            Ok((Some(b), _)) if !b.is_empty() => b,
-            // Replaced between the two reads: the next request picks it up.
-            _ => return,
-        };
-        match FeedSnapshot::parse(&body) {
-            Ok(feed) if feed.version == version => {
-                self.current = Rc::new(super::apply(&self.base, &feed));
-                self.version = Some(version);
+        let (Some(m), _) = manifest() else { return };
+        if self.applied == Some((m.whole, m.deltas.len())) {
+            self.generation = Some(m.generation);
+            return;
+        }
+        // Only the delta runs not applied yet, or everything again when
+        // the whole set changed. Built on a copy (shared entries), swapped
+        // in whole: a request never sees half an answer.
+        let (mut next, runs): (Config, Vec<Run>) = match self.applied {
+            Some((whole, n)) if whole == m.whole && n <= m.deltas.len() => {
+                ((*self.current).clone(), m.deltas[n..].to_vec())
             }
-            Ok(_) => {}
-            Err(e) => log::warn!("bucketgate: stored feed snapshot does not parse: {e}"),
+            _ => (
+                (*self.base).clone(),
+                std::iter::once(m.whole)
+                    .chain(m.deltas.iter().copied())
+                    .collect(),
+            ),
+        };
+        for key in runs.iter().flat_map(|r| r.page_keys()) {
+            let body = match hostcalls::get_shared_data(&key) {
+                Ok((Some(b), _)) if !b.is_empty() => b,
+                // Replaced meanwhile: the next request reads the new manifest.
+                _ => return,
+            };
+            match FeedSnapshot::parse(&body) {
+                Ok(page) => apply_page(&self.base, &mut next, &page),
+                Err(e) => {
+                    log::warn!("bucketgate: stored feed page {key} does not parse: {e}");
+                    return;
+                }
+            }
         }
+        self.current = Rc::new(next);
+        self.applied = Some((m.whole, m.deltas.len()));
+        self.generation = Some(m.generation);
     }
 }
 
