@@ -87,7 +87,7 @@ bench-prep: wasm native
 	@scripts/setup.sh bench
 	$(CARGO) build --release -p bucketgate-bench-sha256-wasm --target wasm32-wasip1
 	$(CARGO) build -p bucketgate-testclient
-	$(CARGO) build --release -p bucketgate-authz
+	$(CARGO) build --release -p bucketgate-authz -p bucketgate-bench-noop-authz
 
 # Criterion micro-benchmarks of the core (signature check, chunk decoding, ...).
 bench-core:

@@ -11,7 +11,18 @@ test:
               (cluster) filter, re-signing with the upstream admin key
               (use_unsigned_payload: no body buffering; it verifies nothing)
   sha256      bare + benches/sha256-wasm (V8): SHA-256 of the request body,
-              the ceiling for the signed-chunked PUT
+              the ceiling for the signed-chunked PUT; on a request without a
+              body it does nothing, so it is also the floor of hosting any
+              proxy-wasm filter
+  direct      a route answering every request itself (direct_response,
+              a 1 KiB body), no filter, no upstream: the floor of any
+              answer given inside Envoy (ListBuckets, a refusal)
+  noop-authz  bare + Envoy's ext_authz filter (as envoy/gateway.py sets it)
+              asking benches/noop-authz, which allows everything with no
+              mutation: what Envoy spends on a check, the ext_authz floor
+  bare-log    bare + a file access log writing one row per request behind
+              a CEL filter, as the gateway's audit log does: the floor of
+              the audit row
 """
 
 import json
@@ -88,6 +99,65 @@ def proxy(port, admin_port, upstream, http_filters=(), upstream_filters=None):
 
 def bare(port, admin_port, upstream):
     return proxy(port, admin_port, upstream)
+
+
+def direct(port, admin_port, upstream):
+    cfg = proxy(port, admin_port, upstream)
+    hcm = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    hcm["route_config"]["virtual_hosts"][0]["routes"] = [{
+        "match": {"prefix": "/"},
+        "direct_response": {"status": 200, "body": {"inline_string": "x" * 1024}},
+    }]
+    return cfg
+
+
+def ext_authz_floor(port, admin_port, upstream, authz_port):
+    filt = {
+        "name": "envoy.filters.http.ext_authz",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
+            "transport_api_version": "V3",
+            "grpc_service": {"envoy_grpc": {"cluster_name": "authz"}, "timeout": "1s"},
+            "failure_mode_allow": False,
+            "status_on_error": {"code": 503},
+            "encode_raw_headers": True,
+            "clear_route_cache": True,
+            "decoder_header_mutation_rules": {"allow_all_routing": True, "disallow_is_error": True},
+        },
+    }
+    cfg = proxy(port, admin_port, upstream, http_filters=[filt])
+    authz = cluster("authz", "127.0.0.1", authz_port)
+    authz["typed_extension_protocol_options"] = {
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+            "explicit_http_config": {"http2_protocol_options": {}},
+        }
+    }
+    cfg["static_resources"]["clusters"].append(authz)
+    return cfg
+
+
+def bare_logged(port, admin_port, upstream, path):
+    cfg = proxy(port, admin_port, upstream)
+    hcm = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    row = ('{"time":"%START_TIME%","method":"%REQ(:METHOD)%","path":"%REQ(:PATH)%","status":%RESPONSE_CODE%,'
+           '"bytes_in":%BYTES_RECEIVED%,"bytes_out":%BYTES_SENT%,"request_id":"%REQ(X-REQUEST-ID)%"}')
+    hcm["access_log"] = [{
+        "name": "envoy.access_loggers.file",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+            "path": str(path),
+            "log_format": {"text_format_source": {"inline_string": row + "\n"}},
+        },
+        "filter": {"extension_filter": {
+            "name": "envoy.access_loggers.extension_filters.cel",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
+                "expression": "size(request.path) > 0",
+            },
+        }},
+    }]
+    return cfg
 
 
 def native_sigv4(port, admin_port, upstream, region, access_key_id, secret_access_key):
