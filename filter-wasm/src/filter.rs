@@ -120,6 +120,8 @@ pub struct Root {
     poller: Option<Poller>,
     /// See `auth_failure_seed`.
     seed: u64,
+    /// This root context has created an HTTP context: it is a worker's.
+    serving: std::cell::Cell<bool>,
 }
 
 impl Default for Root {
@@ -132,6 +134,7 @@ impl Default for Root {
             view: None,
             poller: None,
             seed: 0,
+            serving: std::cell::Cell::new(false),
         }
     }
 }
@@ -203,12 +206,20 @@ impl RootContext for Root {
         if let Some(p) = self.poller.as_mut() {
             p.tick();
         }
+        // A worker takes a new feed answer on its own tick too, not only on
+        // its next request: a large whole answer is then built before
+        // traffic needs it. Only root contexts that serve requests do (the
+        // main thread's never does, and would hold one more copy).
+        if let (Some(v), true) = (&self.view, self.serving.get()) {
+            v.borrow_mut().current();
+        }
     }
 
     fn create_http_context(&self, _id: u32) -> Option<Box<dyn HttpContext>> {
         if self.body_only {
             return Some(Box::new(crate::body_only::BodyOnly::default()));
         }
+        self.serving.set(true);
         let config = match &self.view {
             Some(v) => Some(v.borrow_mut().current()),
             None => self.config.clone(),
