@@ -235,12 +235,20 @@ async fn etag_follows_content_and_answers_304() {
         .set_sqlite(vec![cred("K1", "s1"), cred("K2", "s2")]);
     assert_eq!(f.feed(Some(&etag)).await.0, StatusCode::NOT_MODIFIED);
 
-    // A revoked key changes the version.
+    // A revoked key changes the version; asked with the old one, the
+    // broker answers a delta that removes it.
     f.broker.set_sqlite(vec![cred("K1", "s1")]);
     let (s, etag2, body) = f.feed(Some(&etag)).await;
     assert_eq!(s, StatusCode::OK);
     assert_ne!(etag2.as_deref(), Some(etag.as_str()));
-    assert_eq!(FeedSnapshot::parse(&body).unwrap().credentials.len(), 1);
+    let delta = FeedSnapshot::parse(&body).unwrap();
+    assert!(delta.delta && delta.credentials.is_empty(), "{delta:?}");
+    assert_eq!(delta.removed, vec!["K2".to_owned()]);
+    assert_eq!(delta.backends.len(), 1, "every page carries the admin keys");
+    // Asked without a version: the whole set.
+    let (_, _, body) = f.feed(None).await;
+    let whole = FeedSnapshot::parse(&body).unwrap();
+    assert!(!whole.delta && whole.credentials.len() == 1);
 
     // So does a refreshed admin credential.
     let etag2 = etag2.unwrap();
