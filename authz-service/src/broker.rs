@@ -164,11 +164,6 @@ fn changed_keys(old: &[(String, u64)], new: &[(String, u64)]) -> Vec<String> {
     out
 }
 
-/// The version of a set of credentials (see [`Snapshot::from_credentials`]).
-pub fn content_version(credentials: &HashMap<String, Credential>) -> u64 {
-    Snapshot::from_credentials(credentials.clone()).version
-}
-
 /// A 64-bit digest of every field of one credential. The secret enters
 /// through its own one-way fingerprint. Equal content gives the same
 /// digest in every process, so the feed's ETag survives restarts.
@@ -382,6 +377,10 @@ mod tests {
 
     fn cred(id: &str, secret: &str, bucket: &str) -> Credential {
         Credential::new(id, secret, vec![Scope::new("main", bucket)])
+    }
+
+    fn content_version(credentials: &HashMap<String, Credential>) -> u64 {
+        Snapshot::from_credentials(credentials.clone()).version
     }
 
     #[test]

@@ -97,6 +97,39 @@ pub struct Resigned {
     pub seed_signature: Hex64,
 }
 
+impl Resigned {
+    /// The whole request head the upstream gets, for hosts that replace a
+    /// header map in one call: the client's `headers` without those this
+    /// re-signing removes or replaces (the tenant's `authorization`, `:path`,
+    /// `:authority`, unsigned `x-amz-*`, and the `route` header, which a
+    /// tenant must never choose), then the re-signed headers, the upstream
+    /// path and host, and `route` (the header that picks the backend).
+    pub fn head<'a>(
+        &'a self,
+        headers: &'a [(String, String)],
+        route: (&'a str, &'a str),
+    ) -> Vec<(&'a str, &'a str)> {
+        let replaced = |name: &str| {
+            name == "authorization"
+                || name == ":path"
+                || name == ":authority"
+                || name == route.0
+                || self.remove_headers.iter().any(|r| r == name)
+                || self.set_headers.iter().any(|(s, _)| *s == name)
+        };
+        let mut out: Vec<(&str, &str)> = headers
+            .iter()
+            .filter(|(k, _)| !replaced(k))
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        out.extend(self.set_headers.iter().map(|(k, v)| (*k, v.as_str())));
+        out.push((":path", self.path.as_str()));
+        out.push((":authority", self.host.as_str()));
+        out.push(route);
+        out
+    }
+}
+
 /// Headers never copied into the upstream signature: ours to set, or ones a
 /// proxy may legitimately change or drop on the way.
 const NOT_RESIGNED: &[&str] = &[
@@ -284,6 +317,49 @@ fn strip_presign_params(raw_query: &str, location: AuthLocation) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_whole_head_drops_what_the_tenant_must_not_choose() {
+        let r = Resigned {
+            path: "/beta/k".into(),
+            host: "up:9000".into(),
+            set_headers: vec![
+                ("authorization", "AWS4-HMAC-SHA256 admin".into()),
+                ("x-amz-date", "20130524T000000Z".into()),
+            ],
+            remove_headers: vec!["accept-encoding".into(), "x-amz-acl".into()],
+            amz_date: AmzDate::parse("20130524T000000Z").unwrap(),
+            scope: String::new(),
+            signing_key: SigningKey::from_bytes([0; 32]),
+            seed_signature: Hex64::encode(&[0; 32]),
+        };
+        let h = |k: &str, v: &str| (k.to_owned(), v.to_owned());
+        let client = [
+            h(":method", "GET"),
+            h(":path", "/alpha/k"),
+            h(":authority", "alpha.s3.localhost"),
+            h("authorization", "AWS4-HMAC-SHA256 tenant"),
+            h("x-amz-date", "20130524T000001Z"),
+            h("x-amz-acl", "public-read"),
+            h("accept-encoding", "gzip"),
+            h("x-bucketgate-cluster", "backend_other"),
+            h("range", "bytes=0-1"),
+            h("range", "bytes=2-3"),
+        ];
+        assert_eq!(
+            r.head(&client, ("x-bucketgate-cluster", "backend_local")),
+            vec![
+                (":method", "GET"),
+                ("range", "bytes=0-1"),
+                ("range", "bytes=2-3"),
+                ("authorization", "AWS4-HMAC-SHA256 admin"),
+                ("x-amz-date", "20130524T000000Z"),
+                (":path", "/beta/k"),
+                (":authority", "up:9000"),
+                ("x-bucketgate-cluster", "backend_local"),
+            ]
+        );
+    }
 
     #[test]
     fn strips_only_presign_params() {

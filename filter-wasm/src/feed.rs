@@ -25,9 +25,7 @@
 #[cfg(target_arch = "wasm32")]
 pub mod host;
 
-pub use bucketgate_core::plugin::poll::{
-    FeedSettings, Paging, PollOutcome, apply, apply_page, classify,
-};
+pub use bucketgate_core::plugin::poll::{FeedSettings, Paging, PollOutcome, apply_page, classify};
 
 /// Shared-data key of the generation counter (big-endian u64).
 pub const SHARED_GEN: &str = "bucketgate.feed.generation";

@@ -402,7 +402,7 @@ impl Filter {
                     .ok_or(DenyReason::InternalError("backend without cluster"))?;
                 // The whole rewritten head in one crossing (Envoy replaces
                 // the map and clears the route cache), not one per header.
-                let rewritten = rewrite_head(&headers, &f.resigned, cluster);
+                let rewritten = f.resigned.head(&headers, (CLUSTER_HEADER, cluster));
                 hostcalls::set_map(MapType::HttpRequestHeaders, rewritten)
                     .map_err(|_| DenyReason::InternalError("cannot set request headers"))?;
                 self.body = f.chunks.map(BufferedResigner::new);
@@ -513,34 +513,6 @@ impl HttpContext for Filter {
         }
         action
     }
-}
-
-/// The request head as the upstream gets it: the client's headers without
-/// those the re-signing removes or replaces, then the re-signed ones, the
-/// upstream path and host, and the backend cluster for the route.
-fn rewrite_head<'a>(
-    headers: &'a [(String, String)],
-    resigned: &'a bucketgate_core::resign::Resigned,
-    cluster: &'a str,
-) -> Vec<(&'a str, &'a str)> {
-    let replaced = |name: &str| {
-        name == "authorization"
-            || name == ":path"
-            || name == ":authority"
-            || name == CLUSTER_HEADER
-            || resigned.remove_headers.iter().any(|r| r == name)
-            || resigned.set_headers.iter().any(|(s, _)| *s == name)
-    };
-    let mut out: Vec<(&str, &str)> = headers
-        .iter()
-        .filter(|(k, _)| !replaced(k))
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    out.extend(resigned.set_headers.iter().map(|(k, v)| (*k, v.as_str())));
-    out.push((":path", resigned.path.as_str()));
-    out.push((":authority", resigned.host.as_str()));
-    out.push((CLUSTER_HEADER, cluster));
-    out
 }
 
 /// Token buckets in Envoy shared data: every worker VM sees the same state.

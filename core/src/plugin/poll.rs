@@ -294,13 +294,6 @@ pub fn apply_page(base: &Config, target: &mut Config, page: &FeedSnapshot) {
     }
 }
 
-/// The configuration with one whole (single-page) answer applied.
-pub fn apply(base: &Config, feed: &FeedSnapshot) -> Config {
-    let mut c = base.clone();
-    apply_page(base, &mut c, feed);
-    c
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -309,6 +302,13 @@ mod tests {
     use crate::derived::KeyRef;
     use crate::feed::{Coverage, FeedBackend, FeedCredential};
     use crate::resign::AdminCredentials;
+
+    /// The configuration with one whole (single-page) answer applied.
+    fn apply(base: &Config, feed: &FeedSnapshot) -> Config {
+        let mut c = base.clone();
+        apply_page(base, &mut c, feed);
+        c
+    }
 
     const PLUGIN: &str = r#"{
         "region": "us-east-1",
