@@ -10,11 +10,12 @@ VENV := $(or $(BUCKETGATE_CACHE),$(HOME)/.cache/bucketgate)/venv
 WASM := target/wasm32-wasip1/release/bucketgate_filter_wasm.wasm
 MODE ?= wasm
 
-.PHONY: test demo bench bench-scale bench-prep soak bench-core fuzz lint setup-rust check-wasm check-fuzz e2e wasm native test-kube
+.PHONY: test demo bench bench-scale bench-prep soak bench-core fuzz lint setup-rust check-wasm check-fuzz e2e wasm native test-kube chart chart-files images test-images
 
-test: setup-rust lint
+# `chart` first: authz-service/tests/deploy_config.rs reads its output.
+test: setup-rust lint chart
 	$(CARGO) test --workspace
-	$(MAKE) check-wasm check-fuzz e2e test-kube
+	$(MAKE) check-wasm check-fuzz e2e test-kube test-images
 
 # End-to-end: real Envoy + the filter + s3s-fs + boto3, awscli v2 and the
 # AWS SDK for Rust.
@@ -30,7 +31,7 @@ e2e: wasm
 # etcd and kubectl built from the Go module proxy by scripts/kube-tools.sh
 # (cached), started on loopback by scripts/kubeplane.py; the operator,
 # webhook and broker run as processes with their own ServiceAccounts.
-test-kube: wasm native
+test-kube: chart
 	@scripts/setup.sh python
 	@scripts/setup.sh s3s
 	@scripts/setup.sh kube
@@ -57,6 +58,28 @@ check-fuzz:
 
 setup-rust:
 	@scripts/setup.sh rust
+
+# The Helm chart (deploy/helm/bucketgate): helm v3 built from the Go module
+# proxy (scripts/chart-tools.sh, cached); lint, render every mode into
+# target/chart/<mode>.yaml (tests/kube/test_chart.py dry-runs them against
+# the real kube-apiserver), and tests/chart (the Envoy config equals
+# envoy/gateway.py's, loads in Envoy with the real modules; CRDs and RBAC as
+# in deploy/).
+chart: wasm native
+	@scripts/setup.sh python
+	@scripts/setup.sh chart
+	@mkdir -p target/chart
+	@eval "$$(scripts/chart-tools.sh)" && for m in native wasm ext-authz; do \
+	  "$$HELM" lint --strict deploy/helm/bucketgate -f deploy/helm/bucketgate/ci/$$m-values.yaml >/dev/null || exit 1; \
+	  "$$HELM" template bucketgate deploy/helm/bucketgate -n stowage-system --include-crds \
+	    -f deploy/helm/bucketgate/ci/$$m-values.yaml > target/chart/$$m.yaml || exit 1; \
+	  echo "target/chart/$$m.yaml"; \
+	done && HELM="$$HELM" $(VENV)/bin/python -m pytest tests/chart -q
+
+# The chart's Envoy config files, from envoy/gateway.py (tests/chart checks
+# they are current).
+chart-files:
+	python3 envoy/gateway.py --chart-files deploy/helm/bucketgate/files/envoy
 
 demo:
 	MODE=$(MODE) scripts/demo.sh

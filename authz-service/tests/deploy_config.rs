@@ -1,7 +1,8 @@
-//! The broker config shipped in `deploy/gateway.yaml` (ConfigMap
-//! `bucketgate-authz`) is one this binary accepts, and the Deployment runs
-//! it with flags `serve` has; its listeners meet the loopback-or-mTLS rule
-//! and the probes reach the health listener.
+//! The broker config the Helm chart renders (ConfigMap `bucketgate-authz`
+//! in `target/chart/<mode>.yaml`, written by `make chart`, which `make test`
+//! runs first) is one this binary accepts in every mode, and the gateway
+//! Deployment runs it with flags `serve` has; its listeners meet the
+//! loopback-or-mTLS rule and the probes reach the health listener.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::Path;
@@ -12,9 +13,12 @@ use clap::Parser;
 use serde::Deserialize;
 use serde_json::Value;
 
-fn gateway_docs() -> Vec<Value> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/gateway.yaml");
-    let text = std::fs::read_to_string(path).unwrap();
+const MODES: [&str; 3] = ["native", "wasm", "ext-authz"];
+
+fn gateway_docs(mode: &str) -> Vec<Value> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../target/chart/{mode}.yaml"));
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (run `make chart`)", path.display()));
     serde_yaml::Deserializer::from_str(&text)
         .map(|d| Value::deserialize(d).unwrap())
         .filter(|v| !v.is_null())
@@ -23,7 +27,13 @@ fn gateway_docs() -> Vec<Value> {
 
 #[test]
 fn shipped_config_parses_and_the_container_args_are_accepted() {
-    let docs = gateway_docs();
+    for mode in MODES {
+        check(mode);
+    }
+}
+
+fn check(mode: &str) {
+    let docs = gateway_docs(mode);
     let cm = docs
         .iter()
         .find(|d| d["kind"] == "ConfigMap" && d["metadata"]["name"] == "bucketgate-authz")
@@ -36,7 +46,13 @@ fn shipped_config_parses_and_the_container_args_are_accepted() {
         Some("stowage-system")
     );
 
-    let deploy = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
+    // The ext_authz section exactly in ext-authz mode.
+    assert_eq!(config.ext_authz.is_some(), mode == "ext-authz", "{mode}");
+
+    let deploy = docs
+        .iter()
+        .find(|d| d["kind"] == "Deployment" && d["metadata"]["name"] == "bucketgate-gateway")
+        .unwrap();
     let containers = deploy["spec"]["template"]["spec"]["containers"]
         .as_array()
         .unwrap();
@@ -55,6 +71,7 @@ fn shipped_config_parses_and_the_container_args_are_accepted() {
     let Command::Serve(serve) = cli.command else {
         panic!("{argv:?} is not `serve`")
     };
+    assert_eq!(serve.grpc_listen.is_some(), mode == "ext-authz", "{mode}");
     if let Some(a) = serve.http_listen {
         config.check_listener("--http-listen", a).unwrap();
     }
