@@ -1,5 +1,7 @@
-//! deploy/: every manifest parses, the kustomization lists files that
-//! exist, and the Secrets the operator RBAC must reach are covered.
+//! deploy/: every manifest parses and the kustomization lists files that
+//! exist; the chart's gateway Service (`target/chart/<mode>.yaml`, written
+//! by `make chart`, which `make test` runs first) listens on the contract's
+//! port.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::Path;
@@ -36,20 +38,31 @@ fn manifests_parse_and_kustomization_is_complete() {
         }
     }
     for want in [
+        "Namespace",
         "CustomResourceDefinition",
+        "ServiceAccount",
         "ClusterRole",
         "Role",
-        "Deployment",
-        "Service",
-        "ValidatingWebhookConfiguration",
+        "RoleBinding",
     ] {
         assert!(kinds.iter().any(|k| k == want), "missing {want}");
     }
-    // The gateway Service listens on the contract's port.
-    let gw = docs(&deploy.join("gateway.yaml"));
-    let svc = gw.iter().find(|d| d["kind"] == "Service").unwrap();
-    assert_eq!(
-        svc["spec"]["ports"][0]["port"],
-        bucketgate_core::contract::GATEWAY_PORT
-    );
+}
+
+#[test]
+fn the_charts_gateway_service_is_the_contracts_endpoint() {
+    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/chart");
+    for mode in ["native", "wasm", "ext-authz"] {
+        let path = target.join(format!("{mode}.yaml"));
+        assert!(path.exists(), "{}: run `make chart`", path.display());
+        let all = docs(&path);
+        let svc = all
+            .iter()
+            .find(|d| d["kind"] == "Service" && d["metadata"]["name"] == "stowage")
+            .unwrap();
+        assert_eq!(
+            svc["spec"]["ports"][0]["port"],
+            bucketgate_core::contract::GATEWAY_PORT
+        );
+    }
 }
