@@ -79,6 +79,14 @@ pub const FINALIZER_BUCKETCLAIM_PROTECTION: &str = "broker.stowage.io/bucketclai
 pub const ANNOTATION_EXPIRES_AT: &str = "broker.stowage.io/expires-at";
 /// Annotation on the BucketClaim: any change of its value rotates the credential.
 pub const ANNOTATION_ROTATE: &str = "broker.stowage.io/rotate";
+/// Annotation on a Pod: what the operator's mutating webhook injects
+/// ([`INJECT_ENDPOINT`] or [`INJECT_SIDECAR`]; any other value is refused).
+pub const ANNOTATION_INJECT: &str = "broker.stowage.io/inject";
+/// [`ANNOTATION_INJECT`] value: `AWS_ENDPOINT_URL_S3` = the gateway Service.
+pub const INJECT_ENDPOINT: &str = "endpoint";
+/// [`ANNOTATION_INJECT`] value: a forwarding sidecar on `localhost:8190` and
+/// `AWS_ENDPOINT_URL_S3` pointing at it (spec 003).
+pub const INJECT_SIDECAR: &str = "sidecar";
 
 // ---------------------------------------------------------------------------
 // Labels (both Secrets carry them; spec 000)

@@ -1,7 +1,7 @@
 //! `bucketgate-operator`: `crd` prints the CRDs; `run` starts the BucketClaim
 //! and S3Backend controllers (leader-elected, `/metrics`, `/healthz`,
-//! `/readyz`); `webhook` serves the validating admission webhook over TLS
-//! (`/validate`, `/healthz`). Wiring only: the library does the work.
+//! `/readyz`); `webhook` serves the admission webhooks over TLS
+//! (`/validate`, `/mutate`, `/healthz`). Wiring only: the library does the work.
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -18,7 +18,11 @@ use bucketgate_operator::reconcile::{
     self, Context, FIELD_MANAGER, Settings, SystemClock, claim_for_secret, os_minter,
 };
 use bucketgate_operator::s3::S3Buckets;
-use bucketgate_operator::webhook::{KubeLookup, Webhook, serve_tls};
+use bucketgate_operator::webhook::inject::{
+    DEFAULT_GATEWAY_ENDPOINT, DEFAULT_SIDECAR_HEALTH_PORT, DEFAULT_SIDECAR_IMAGE,
+    DEFAULT_SIDECAR_PORT,
+};
+use bucketgate_operator::webhook::{Hooks, Inject, KubeLookup, Webhook, serve_tls};
 use clap::{Parser, Subcommand};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
@@ -60,7 +64,8 @@ enum Command {
         #[arg(long, env = "POD_NAME", default_value = "bucketgate-operator")]
         identity: String,
     },
-    /// Serve the validating admission webhook over TLS.
+    /// Serve the admission webhooks over TLS: `/validate` (BucketClaim,
+    /// S3Backend) and `/mutate` (Pods annotated `broker.stowage.io/inject`).
     Webhook {
         #[arg(long, env = "POD_NAMESPACE", default_value = "stowage-system")]
         namespace: String,
@@ -74,6 +79,20 @@ enum Command {
         /// renews the mounted Secret in place).
         #[arg(long, default_value_t = 300)]
         reload_seconds: u64,
+        /// The gateway Service: `AWS_ENDPOINT_URL_S3` of `inject: endpoint`
+        /// Pods and the upstream of injected sidecars (http[s]://HOST[:PORT]).
+        #[arg(long, env = "BUCKETGATE_PROXY_ENDPOINT", default_value = DEFAULT_GATEWAY_ENDPOINT)]
+        gateway_endpoint: String,
+        /// Image of the injected sidecar (Envoy).
+        #[arg(long, default_value = DEFAULT_SIDECAR_IMAGE)]
+        sidecar_image: String,
+        /// Port the sidecar listens on, on 127.0.0.1 (`AWS_ENDPOINT_URL_S3=http://localhost:PORT`).
+        #[arg(long, default_value_t = DEFAULT_SIDECAR_PORT)]
+        sidecar_port: u16,
+        /// Port of the sidecar's health listener (0.0.0.0, `GET /ready`) and
+        /// its startup and readiness probes; 0 = neither.
+        #[arg(long, default_value_t = DEFAULT_SIDECAR_HEALTH_PORT)]
+        sidecar_health_port: u16,
     },
 }
 
@@ -109,11 +128,24 @@ fn main() -> ExitCode {
                 cert,
                 key,
                 reload_seconds,
+                gateway_endpoint,
+                sidecar_image,
+                sidecar_port,
+                sidecar_health_port,
             } => {
+                let inject = Inject::new(
+                    &gateway_endpoint,
+                    &sidecar_image,
+                    sidecar_port,
+                    sidecar_health_port,
+                )?;
                 let client = Client::try_default().await?;
-                let state = Webhook {
-                    lookup: Arc::new(KubeLookup(client)),
-                    operator_namespace: namespace,
+                let state = Hooks {
+                    validate: Webhook {
+                        lookup: Arc::new(KubeLookup(client)),
+                        operator_namespace: namespace,
+                    },
+                    inject,
                 };
                 serve_tls(
                     state,

@@ -7,6 +7,9 @@
 //! * an S3Backend's admin Secret and CA bundle Secret live in the operator
 //!   namespace (the operator reads them only there, see `conn.rs`).
 //!
+//! and, on `POST /mutate`, the mutating webhook for Pods that injects the
+//! gateway endpoint or a forwarding sidecar ([`inject`]).
+//!
 //! Served by axum over rustls ([`serve_tls`], [`serve_tls_on`]), the
 //! certificate read from a mounted Secret (cert-manager's `tls.crt` /
 //! `tls.key`) and reloaded periodically; a reload that fails keeps the
@@ -28,6 +31,10 @@ use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview
 use kube::{Api, Client, ResourceExt};
 
 use crate::crd::{BucketClaim, S3Backend, is_valid_bucket_name, render_bucket_name};
+
+pub mod inject;
+
+pub use inject::Inject;
 
 /// What the webhook looks up in the cluster.
 pub trait Lookup: Send + Sync {
@@ -81,21 +88,54 @@ impl std::fmt::Debug for Webhook {
     }
 }
 
-/// `POST /validate`, `GET /healthz`.
-pub fn app(state: Webhook) -> Router {
+/// Everything the server answers: validation state and what `/mutate`
+/// injects. A bare [`Webhook`] converts with [`Inject::defaults`] (the
+/// `webhook` subcommand's flag defaults).
+#[derive(Clone, Debug)]
+pub struct Hooks {
+    pub validate: Webhook,
+    pub inject: Inject,
+}
+
+impl From<Webhook> for Hooks {
+    fn from(validate: Webhook) -> Self {
+        Self {
+            validate,
+            inject: Inject::defaults(),
+        }
+    }
+}
+
+/// `POST /validate`, `POST /mutate`, `GET /healthz`.
+pub fn app(hooks: impl Into<Hooks>) -> Router {
     Router::new()
         .route("/validate", post(handle))
+        .route("/mutate", post(handle_mutate))
         .route("/healthz", get(|| async { "ok" }))
-        .with_state(state)
+        .with_state(hooks.into())
 }
 
 async fn handle(
-    State(state): State<Webhook>,
+    State(Hooks {
+        validate: state, ..
+    }): State<Hooks>,
     Json(review): Json<AdmissionReview<DynamicObject>>,
 ) -> Json<AdmissionReview<DynamicObject>> {
     let request: Result<AdmissionRequest<DynamicObject>, _> = review.try_into();
     let response = match request {
         Ok(req) => review_request(&state, &req).await,
+        Err(e) => AdmissionResponse::invalid(format!("not an AdmissionReview request: {e}")),
+    };
+    Json(response.into_review())
+}
+
+async fn handle_mutate(
+    State(hooks): State<Hooks>,
+    Json(review): Json<AdmissionReview<DynamicObject>>,
+) -> Json<AdmissionReview<DynamicObject>> {
+    let request: Result<AdmissionRequest<DynamicObject>, _> = review.try_into();
+    let response = match request {
+        Ok(req) => inject::review_pod(&hooks.inject, &hooks.validate.operator_namespace, &req),
         Err(e) => AdmissionResponse::invalid(format!("not an AdmissionReview request: {e}")),
     };
     Json(response.into_review())
@@ -237,7 +277,7 @@ pub struct ReloadCounts {
 /// Serves [`app`] over TLS on `addr` with the PEM files at `cert` / `key`,
 /// re-reading them every `reload` (cert-manager renews in place).
 pub async fn serve_tls(
-    state: Webhook,
+    state: impl Into<Hooks>,
     addr: std::net::SocketAddr,
     cert: PathBuf,
     key: PathBuf,
@@ -251,7 +291,7 @@ pub async fn serve_tls(
 /// reload outcomes in `counts`. Fails at once if the files do not hold a
 /// usable certificate and key.
 pub async fn serve_tls_on(
-    state: Webhook,
+    state: impl Into<Hooks>,
     listener: std::net::TcpListener,
     cert: PathBuf,
     key: PathBuf,
