@@ -68,6 +68,7 @@ setup-rust:
 chart: wasm native
 	@scripts/setup.sh python
 	@scripts/setup.sh chart
+	$(CARGO) build -p bucketgate-operator -p bucketgate-authz
 	@mkdir -p target/chart
 	@eval "$$(scripts/chart-tools.sh)" && for m in native wasm ext-authz; do \
 	  "$$HELM" lint --strict deploy/helm/bucketgate -f deploy/helm/bucketgate/ci/$$m-values.yaml >/dev/null || exit 1; \

@@ -327,3 +327,30 @@ def test_cert_manager_mode_makes_no_certificate_itself():
     hook = find(docs, "ValidatingWebhookConfiguration", "bucketgate")
     assert hook["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == f"{NAMESPACE}/bucketgate-webhook"
     assert "caBundle" not in hook["webhooks"][0]["clientConfig"]
+
+
+def test_every_flag_the_chart_passes_is_one_the_binary_has():
+    """A flag the binary does not know would crash-loop the Pod: each
+    `--flag` in the chart's container args appears in that subcommand's
+    --help (debug binaries, built by `make chart`)."""
+    binaries = {"authz": ROOT / "target/debug/bucketgate-authz",
+                "operator": ROOT / "target/debug/bucketgate-operator",
+                "webhook": ROOT / "target/debug/bucketgate-operator"}
+    seen = 0
+    for mode in MODES:
+        for d in render(CHART / f"ci/{mode}-values.yaml"):
+            if d["kind"] != "Deployment":
+                continue
+            for c in d["spec"]["template"]["spec"]["containers"]:
+                if c["name"] not in binaries:
+                    continue
+                args = c.get("args", [])
+                sub = args[0]
+                help_text = subprocess.run([str(binaries[c["name"]]), sub, "--help"], check=True,
+                                           capture_output=True, text=True).stdout
+                for a in args[1:]:
+                    if a.startswith("--"):
+                        assert f"{a} " in help_text or f"{a}\n" in help_text or f"{a}=" in help_text, (
+                            c["name"], sub, a)
+                        seen += 1
+    assert seen >= 6
