@@ -77,6 +77,20 @@ chart: wasm native
 	  echo "target/chart/$$m.yaml"; \
 	done && HELM="$$HELM" $(VENV)/bin/python -m pytest tests/chart -q
 
+# OCI image layouts under target/oci/ (scripts/images.sh, no Docker daemon):
+# bucketgate/authz and bucketgate/operator (static musl binaries, user
+# 65532), bucketgate/filter-wasm (the "compat" wasm artifact Istio and Envoy
+# Gateway pull), bucketgate/envoy-modules (the native module and the wasm
+# filter + a static copier for the gateway Pod's init container).
+images: setup-rust
+	scripts/images.sh
+
+# tests/images: each image through a loopback registry (digests), unpacked,
+# its binaries run from the unpacked filesystem.
+test-images: images
+	@scripts/setup.sh python
+	$(VENV)/bin/python -m pytest tests/images -q
+
 # The chart's Envoy config files, from envoy/gateway.py (tests/chart checks
 # they are current).
 chart-files:
