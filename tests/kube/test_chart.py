@@ -87,3 +87,54 @@ def test_the_service_monitor_variant_against_prometheus_operators_crd(plane):
     assert len(monitors) == 2
     r = dry_run(plane, text)
     assert r.returncode == 0, r.stderr
+
+
+def test_helm_install_upgrade_and_uninstall_on_the_real_api_server(plane):
+    """`helm install` as deploy/README.md says (objects only: no kubelet runs
+    them), under another name and namespace so nothing clashes with the
+    test world; an upgrade keeps the generated feed token and webhook
+    certificate (lookup) and rolls the gateway on a config change; uninstall
+    removes the cluster-scoped objects."""
+    import base64
+    import os
+
+    ns, rel, name = "bg-install", "bg-install", "bgi"
+    env = {**os.environ, "KUBECONFIG": str(plane.admin)}
+    helm_bin = chart_tools()["HELM"]
+    base = [str(CHART), "-n", ns, "-f", str(CHART / "ci/native-values.yaml"), "--skip-crds",
+            "--set", f"nameOverride={name}", "--set", "gateway.feed.token=",
+            # Nothing serves the webhooks here: they must not catch the
+            # other tests' objects while installed.
+            "--set", "webhook.failurePolicy=Ignore", "--set", "webhook.inject.enabled=false"]
+
+    def helm(*args):
+        r = subprocess.run([helm_bin, *args], env=env, capture_output=True, text=True)
+        assert r.returncode == 0, r.stdout + r.stderr
+        return r.stdout
+
+    def state():
+        tok = plane.get("secret", f"{name}-feed-token", ns)["data"]["token"]
+        tls = plane.get("secret", f"{name}-webhook-tls", ns)["data"]
+        hook = plane.get("validatingwebhookconfiguration", name)
+        assert hook["webhooks"][0]["clientConfig"]["caBundle"] == tls["ca.crt"]
+        envoy = plane.get("secret", f"{name}-envoy", ns)["data"]["envoy.json"]
+        assert base64.b64decode(tok).decode() in base64.b64decode(envoy).decode()
+        dep = plane.get("deployment", f"{name}-gateway", ns)
+        return tok, tls["tls.crt"], dep["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+
+    helm("install", rel, *base, "--create-namespace")
+    try:
+        tok, crt, checksum = state()
+        assert len(base64.b64decode(tok)) >= 32
+        for kind in ("deployment", "service", "poddisruptionbudget"):
+            assert plane.kubectl("-n", ns, "get", kind, "-o", "name").stdout.strip(), kind
+        assert plane.get("service", "stowage", ns)["spec"]["ports"][0]["port"] == 8090
+        helm("upgrade", rel, *base)
+        assert state() == (tok, crt, checksum)
+        helm("upgrade", rel, *base, "--set", "gateway.rateLimits.perKeyRps=7")
+        tok2, crt2, checksum2 = state()
+        assert (tok2, crt2) == (tok, crt) and checksum2 != checksum
+    finally:
+        helm("uninstall", rel, "-n", ns)
+    assert plane.get("clusterrole", f"{name}-operator") is None
+    assert plane.get("validatingwebhookconfiguration", name) is None
