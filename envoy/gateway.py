@@ -654,7 +654,8 @@ CHART_POD = {
     "authz": "127.0.0.1:9001",
     "tls_cert": "/etc/bucketgate/tls/tls.crt",
     "tls_key": "/etc/bucketgate/tls/tls.key",
-    "backend_ca": "/etc/ssl/certs/ca-certificates.crt",
+    # The chart fills in the Envoy image's roots or its gateway.backendCA.
+    "backend_ca": "@@BACKEND_CA@@",
 }
 WASM_FILE = "bucketgate_filter_wasm.wasm"
 TOKEN_PLUGIN_CONFIG = "@@PLUGIN_CONFIG@@"

@@ -105,7 +105,8 @@ def gateway_py(mode, v, tls, tmp_path):
             "--wasm", "/opt/bucketgate/modules/bucketgate_filter_wasm.wasm",
             "--listen", "0.0.0.0", "--port", "8090", "--admin-port", "9901", "--metrics-port", "9902",
             "--access-log", "/dev/stdout", "--xff-trusted-hops", str(g.get("xffTrustedHops", 0)),
-            "--backend-ca", "/etc/ssl/certs/ca-certificates.crt"]
+            "--backend-ca", (f"/etc/bucketgate/backend-ca/{g['backendCA']['key']}"
+                             if g.get("backendCA", {}).get("secretName") else "/etc/ssl/certs/ca-certificates.crt")]
     for b in v["backends"]:
         args += ["--backend", f"backend_{b['name']}={b['endpoint']}"]
     if mode == "ext-authz":
@@ -161,6 +162,8 @@ def test_the_rendered_envoy_config_loads_in_envoy_with_the_real_modules(mode, tm
     assert WASM.exists() and (NATIVE_DIR / "libbucketgate_filter_native.so").exists(), "make wasm native"
     cfg = envoy_config(render(CHART / f"ci/{mode}-values.yaml"))
     text = json.dumps(cfg).replace("/opt/bucketgate/modules/bucketgate_filter_wasm.wasm", str(WASM))
+    # The private CA the ci values name, as the Pod would mount it.
+    text = text.replace("/etc/bucketgate/backend-ca/ca.crt", "/etc/ssl/certs/ca-certificates.crt")
     tls_dir = tmp_path / "tls"
     tls_dir.mkdir()
     subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",

@@ -107,12 +107,18 @@ files/envoy/cluster-<ip|dns>[-tls].json inserted before the others.
 {{- range .root.Values.backends -}}
 {{-   $e := include "bg.endpoint" (dict "name" .name "endpoint" .endpoint) | fromJson -}}
 {{-   $ctext := $.root.Files.Get (printf "files/envoy/cluster-%s%s.json" (ternary "ip" "dns" $e.ip) (ternary "-tls" "" $e.tls)) -}}
-{{-   $ctext = $ctext | replace "@@CLUSTER@@" $e.cluster | replace "@@HOST@@" $e.host | replace "@@IP@@" $e.host | replace "\"@@PORT@@\"" (toString $e.port) -}}
+{{-   $ctext = $ctext | replace "@@CLUSTER@@" $e.cluster | replace "@@HOST@@" $e.host | replace "@@IP@@" $e.host | replace "\"@@PORT@@\"" (toString $e.port) | replace "@@BACKEND_CA@@" (include "bg.backendCAFile" $.root) -}}
 {{-   $clusters = append $clusters (fromJson $ctext) -}}
 {{- end -}}
 {{- $sr := $cfg.static_resources -}}
 {{- $_ := set $sr "clusters" (concat $clusters $sr.clusters) -}}
 {{- $cfg | toPrettyJson -}}
+{{- end -}}
+
+{{/* The CA bundle https:// backends' certificates are checked against:
+gateway.backendCA (a Secret, for private CAs) or the Envoy image's roots. */}}
+{{- define "bg.backendCAFile" -}}
+{{- with .Values.gateway.backendCA.secretName -}}/etc/bucketgate/backend-ca/{{ $.Values.gateway.backendCA.key }}{{- else -}}/etc/ssl/certs/ca-certificates.crt{{- end -}}
 {{- end -}}
 
 {{/* The broker's config (bucketgate-authz --config). */}}
