@@ -36,6 +36,7 @@ broker requires this off loopback.
     envoy/gateway.py --mode ext-authz --authz 127.0.0.1:9191 --wasm F \
         --backend NAME=HOST:PORT ... > envoy.json
     ... [--broker-tls-cert F --broker-tls-key F --broker-tls-ca F [--broker-tls-name N]]
+    envoy/gateway.py --chart-files deploy/helm/bucketgate/files/envoy   # make chart-files
 """
 
 import argparse
