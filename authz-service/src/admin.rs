@@ -6,7 +6,7 @@
 //! wants its token); [`serve_health`] runs everything but the feed, for
 //! probes on the Pod address.
 //!
-//! The feed's version is `<credentials version>-<backends version>-<dates
+//! The feed's version is `<snapshot version>-<backends version>-<dates
 //! and regions>`, content digests: it changes exactly when what the filter
 //! would load changes. Before the broker is ready the feed answers 503, so
 //! a filter never replaces a good snapshot with an incomplete one.
@@ -16,6 +16,12 @@
 //! (same dates and regions), a delta: only the keys changed since. Pages
 //! are rendered (keys derived) on a blocking thread, never on the executor
 //! that also answers ext_authz checks.
+//!
+//! Anonymous (ReadOnly) bindings are few and hold no secret: the first page
+//! of every answer (no `after=`), whole or delta, carries all of them in
+//! `anonymous`, sorted by bucket; later pages carry none. A change of the
+//! bindings alone is a new credentials version, so a filter's poll sees it
+//! (as a delta with no key in it).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -28,7 +34,7 @@ use axum::routing::get;
 use bucketgate_core::SecretKey;
 use bucketgate_core::feed::{
     AFTER_PARAM, Coverage, FEED_PATH, FeedBackend, FeedCredential, FeedSnapshot, LIMIT_PARAM,
-    MAX_PAGE, REGION_PARAM, valid_region,
+    MAX_PAGE, REGION_PARAM, SIGV2_PARAM, valid_region,
 };
 
 use crate::broker::{Broker, Readiness, Snapshot};
@@ -43,6 +49,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// `None`: the feed is off (404).
     pub feed_token: Option<SecretKey>,
+    /// `feed.sigv2_keys`: SigV2 keys go to filters that ask for them.
+    pub feed_sigv2: bool,
 }
 
 /// Health, readiness and metrics: what carries no credential.
@@ -143,6 +151,8 @@ struct FeedQuery {
     limit: Option<usize>,
     /// The page starts after this access key.
     after: Option<String>,
+    /// `sigv2=1`: the filter accepts SigV2 and asks for the SigV2 keys.
+    sigv2: bool,
 }
 
 /// Parses the feed's query; `Err` for a missing or malformed parameter.
@@ -151,6 +161,7 @@ fn feed_query(query: Option<&str>) -> Result<FeedQuery, &'static str> {
         regions: Vec::new(),
         limit: None,
         after: None,
+        sigv2: false,
     };
     for (k, v) in bucketgate_core::query::raw_pairs(query.unwrap_or_default()) {
         let v = bucketgate_core::query::decode(v);
@@ -167,6 +178,7 @@ fn feed_query(query: Option<&str>) -> Result<FeedQuery, &'static str> {
                 Ok(n) if (1..=MAX_PAGE).contains(&n) && q.limit.is_none() => q.limit = Some(n),
                 _ => return Err("limit is one number from 1 to 10000\n"),
             },
+            SIGV2_PARAM => q.sigv2 = &*v == "1",
             AFTER_PARAM => {
                 if v.is_empty() || q.after.is_some() {
                     return Err("after is one non-empty access key\n");
@@ -197,7 +209,8 @@ fn since_version(if_none_match: &str, tag: &str) -> Option<u64> {
 }
 
 /// One page of the feed: every key (or those changed since `since`, when
-/// the history has it) after `after`, at most `limit` of them.
+/// the history has it) after `after`, at most `limit` of them; on the first
+/// page (no `after`), every anonymous binding.
 fn render_page(
     snapshot: &Snapshot,
     cover: &Coverage,
@@ -205,6 +218,7 @@ fn render_page(
     query: &FeedQuery,
     version: String,
     backends: Vec<FeedBackend>,
+    sigv2_keys: bool,
 ) -> FeedSnapshot {
     let changed = since.and_then(|v| snapshot.changed_since(v));
     let delta = changed.is_some();
@@ -218,8 +232,14 @@ fn render_page(
         .map_or(keys.len(), |l| start.saturating_add(l).min(keys.len()));
     let mut page = FeedSnapshot::whole(version, Vec::new(), backends);
     page.delta = delta;
+    if query.after.is_none() {
+        page.anonymous = Some(snapshot.anonymous_sorted());
+    }
     for k in &keys[start..end] {
         match snapshot.credentials.get(*k) {
+            Some(c) if sigv2_keys => page
+                .credentials
+                .push(FeedCredential::derived(c, cover).with_sigv2_key(c)),
             Some(c) => page.credentials.push(FeedCredential::derived(c, cover)),
             None => page.removed.push((*k).to_owned()),
         }
@@ -269,11 +289,14 @@ async fn feed(
         .map_or(0, |d| d.as_secs() as i64);
     let cover = Coverage::at(now, feed_query.regions.clone());
     let snapshot = s.broker.handle().load();
+    // SigV2 keys only where both sides want them; the answer differs, so
+    // does its version.
+    let sigv2_keys = feed_query.sigv2 && s.feed_sigv2;
+    let tag = format!("{}{}", cover.tag(), if sigv2_keys { "+sigv2" } else { "" });
     let version = format!(
-        "{:016x}-{:016x}-{}",
+        "{:016x}-{:016x}-{tag}",
         snapshot.version,
         s.upstream.version(),
-        cover.tag()
     );
     let etag = format!("\"{version}\"");
     let etag_header = HeaderValue::from_str(&etag).unwrap_or(HeaderValue::from_static("\"\""));
@@ -288,10 +311,18 @@ async fn feed(
         count("304");
         return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag_header)]).into_response();
     }
-    let since = if_none_match.and_then(|inm| since_version(inm, &cover.tag()));
+    let since = if_none_match.and_then(|inm| since_version(inm, &tag));
     let backends = s.upstream.feed_backends(&cover);
     let rendered = tokio::task::spawn_blocking(move || {
-        let page = render_page(&snapshot, &cover, since, &feed_query, version, backends);
+        let page = render_page(
+            &snapshot,
+            &cover,
+            since,
+            &feed_query,
+            version,
+            backends,
+            sigv2_keys,
+        );
         (page.delta, page.to_json())
     })
     .await;
@@ -340,7 +371,7 @@ mod tests {
     #[test]
     fn feed_queries() {
         let q = feed_query(Some(
-            "region=us-east-1&limit=50&after=AKIA%2Fx&region=eu-west-1",
+            "region=us-east-1&limit=50&after=AKIA%2Fx&region=eu-west-1&sigv2=1",
         ))
         .unwrap();
         assert_eq!(
@@ -349,6 +380,7 @@ mod tests {
                 regions: vec!["eu-west-1".into(), "us-east-1".into()],
                 limit: Some(50),
                 after: Some("AKIA/x".into()),
+                sigv2: true,
             }
         );
         for bad in [
@@ -381,15 +413,25 @@ mod tests {
 
     #[test]
     fn pages_and_deltas() {
-        use bucketgate_core::credential::{Credential, Scope};
+        use bucketgate_core::credential::{AnonymousBinding, AnonymousBindings, Credential, Scope};
         let cred =
             |id: &str, secret: &str| Credential::new(id, secret, vec![Scope::new("main", "b")]);
+        let public = |bucket: &str| AnonymousBinding {
+            bucket: bucket.into(),
+            backend: "main".into(),
+            per_source_ip_rps: 0,
+        };
+        let bindings: AnonymousBindings = [public("zeta"), public("alpha")]
+            .into_iter()
+            .map(|b| (b.bucket.clone(), b))
+            .collect();
         let of = |creds: &[Credential]| {
-            Snapshot::from_credentials(
+            Snapshot::new(
                 creds
                     .iter()
                     .map(|c| (c.access_key_id.clone(), c.clone()))
                     .collect(),
+                bindings.clone(),
             )
         };
         let first = of(&[cred("K1", "a"), cred("K2", "b"), cred("K3", "c")]);
@@ -400,6 +442,7 @@ mod tests {
             regions: vec!["us-east-1".into()],
             limit,
             after: after.map(str::to_owned),
+            sigv2: false,
         };
         let ids = |p: &FeedSnapshot| {
             p.credentials
@@ -408,7 +451,15 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         // Whole, paged by two: K1 K2 | K4.
-        let p1 = render_page(&second, &cover, None, &q(Some(2), None), "v".into(), vec![]);
+        let p1 = render_page(
+            &second,
+            &cover,
+            None,
+            &q(Some(2), None),
+            "v".into(),
+            vec![],
+            false,
+        );
         assert_eq!(
             (ids(&p1), p1.next.as_deref(), p1.delta),
             (vec!["K1".into(), "K2".into()], Some("K2"), false)
@@ -420,6 +471,7 @@ mod tests {
             &q(Some(2), Some("K2")),
             "v".into(),
             vec![],
+            false,
         );
         assert_eq!(
             (ids(&p2), p2.next.as_deref()),
@@ -433,6 +485,7 @@ mod tests {
             &q(Some(1), None),
             "v".into(),
             vec![],
+            false,
         );
         assert_eq!(
             (ids(&d1), d1.next.as_deref(), d1.delta),
@@ -445,6 +498,7 @@ mod tests {
             &q(Some(1), Some("K2")),
             "v".into(),
             vec![],
+            false,
         );
         assert_eq!(
             (ids(&d2), d2.removed.clone(), d2.next.as_deref()),
@@ -457,6 +511,7 @@ mod tests {
             &q(None, Some("K3")),
             "v".into(),
             vec![],
+            false,
         );
         assert_eq!((ids(&d3), d3.next.clone()), (vec!["K4".to_owned()], None));
         // A version the history does not know: the whole set.
@@ -467,8 +522,18 @@ mod tests {
             &q(None, None),
             "v".into(),
             vec![],
+            false,
         );
         assert_eq!((ids(&w).len(), w.delta), (3, false));
+        // Every binding, sorted, on the first page of every answer (whole
+        // or delta, paged or not); none on later pages.
+        let all = Some(vec![public("alpha"), public("zeta")]);
+        for first in [&p1, &d1, &w] {
+            assert_eq!(first.anonymous, all);
+        }
+        for later in [&p2, &d2, &d3] {
+            assert_eq!(later.anonymous, None);
+        }
         for p in [p1, p2, d1, d2, d3, w] {
             assert_eq!(FeedSnapshot::parse(p.to_json().as_bytes()).unwrap(), p);
         }

@@ -1,20 +1,25 @@
 //! The merged credential snapshot. Writers (the SQLite poller, the
-//! Kubernetes reflector) build a new [`Snapshot`] and [`SnapshotHandle::store`]
+//! Kubernetes reflectors) build a new [`Snapshot`] and [`SnapshotHandle::store`]
 //! it; readers (ext_authz checks, the feed endpoint) take a cheap
 //! [`SnapshotHandle::load`] and never block a writer.
+//!
+//! A snapshot holds the credentials and the anonymous (ReadOnly) bindings;
+//! both enter its version. Bindings are few and travel whole on the first
+//! page of every feed answer, so the delta history tracks access keys only.
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
-use bucketgate_core::credential::Credential;
+use bucketgate_core::credential::{AnonymousBinding, AnonymousBindings, Credential};
 use bucketgate_core::gateway::CredentialSource;
 use sha2::{Digest, Sha256};
 
 use crate::metrics::Metrics;
 
 /// Every usable-or-not credential the data plane knows, by access key id,
-/// and a version that changes whenever the content does. It also keeps the
+/// the anonymous bindings by bucket, and a version that changes whenever
+/// either does. It also keeps the
 /// access keys in order with a digest of each, and which keys changed
 /// between recent versions, so the feed can page through it and answer a
 /// filter with only what changed since the version it holds.
@@ -22,6 +27,8 @@ use crate::metrics::Metrics;
 pub struct Snapshot {
     pub version: u64,
     pub credentials: HashMap<String, Credential>,
+    /// Anonymous (ReadOnly) bindings by bucket.
+    pub anonymous: AnonymousBindings,
     /// Access keys, sorted, with the digest of each credential.
     index: Vec<(String, u64)>,
     /// Recent changes, oldest first: from `version`, the keys that changed.
@@ -66,8 +73,15 @@ impl SnapshotHandle {
 }
 
 impl Snapshot {
-    /// A snapshot of `credentials` whose version is a digest of the content.
+    /// A snapshot of `credentials` (no anonymous binding) whose version is
+    /// a digest of the content.
     pub fn from_credentials(credentials: HashMap<String, Credential>) -> Self {
+        Self::new(credentials, AnonymousBindings::new())
+    }
+
+    /// A snapshot of `credentials` and `anonymous` whose version is a digest
+    /// of both.
+    pub fn new(credentials: HashMap<String, Credential>, anonymous: AnonymousBindings) -> Self {
         let mut index: Vec<(String, u64)> = credentials
             .iter()
             .map(|(k, c)| (k.clone(), credential_digest(c)))
@@ -79,15 +93,34 @@ impl Snapshot {
             h.update(k.as_bytes());
             h.update(d.to_be_bytes());
         }
+        // Without bindings the digest is the credentials' alone, as before
+        // bindings existed; with them, a tag no key record can produce (a
+        // length prefix of 2^64 - 1) and then each binding in bucket order.
+        if !anonymous.is_empty() {
+            h.update(u64::MAX.to_be_bytes());
+            for b in sorted_bindings(&anonymous) {
+                for part in [&b.bucket, &b.backend] {
+                    h.update((part.len() as u64).to_be_bytes());
+                    h.update(part.as_bytes());
+                }
+                h.update(b.per_source_ip_rps.to_be_bytes());
+            }
+        }
         let d = h.finalize();
         let mut v = [0u8; 8];
         v.copy_from_slice(&d[..8]);
         Self {
             version: u64::from_be_bytes(v),
             credentials,
+            anonymous,
             index,
             history: VecDeque::new(),
         }
+    }
+
+    /// Every anonymous binding, sorted by bucket (what the feed carries).
+    pub fn anonymous_sorted(&self) -> Vec<AnonymousBinding> {
+        sorted_bindings(&self.anonymous).cloned().collect()
     }
 
     /// This snapshot as the successor of `previous`: its history is the
@@ -130,6 +163,12 @@ impl Snapshot {
             .collect();
         Some(keys.into_iter().collect())
     }
+}
+
+fn sorted_bindings(anonymous: &AnonymousBindings) -> impl Iterator<Item = &AnonymousBinding> {
+    let mut all: Vec<&AnonymousBinding> = anonymous.values().collect();
+    all.sort_unstable_by(|a, b| a.bucket.cmp(&b.bucket));
+    all.into_iter()
 }
 
 /// Keys present in one sorted index and not the other, or with another
@@ -224,16 +263,22 @@ pub enum Readiness {
 #[derive(Debug, Default)]
 struct Sources {
     sqlite: Option<HashMap<String, Credential>>,
+    /// The SQLite store's anonymous bindings (loaded with its credentials).
+    sqlite_anonymous: Vec<AnonymousBinding>,
     /// `None` until the first complete list; then by Secret name.
     kube: Option<Vec<(String, Credential)>>,
+    /// Anonymous-binding Secrets: `None` until their first complete list;
+    /// then by Secret name.
+    kube_anonymous: Option<Vec<(String, AnonymousBinding)>>,
     kube_enabled: bool,
-    /// Access keys whose collision was already logged.
+    /// Access keys and buckets whose collision was already logged.
     warned: HashSet<String>,
 }
 
 /// Merges the sources into the [`SnapshotHandle`]: Kubernetes Secrets and
-/// the SQLite store, Kubernetes winning on an access-key collision (logged
-/// once per key). The snapshot is replaced only when its content changes.
+/// the SQLite store, Kubernetes winning on an access-key collision and on
+/// two anonymous bindings of one bucket (logged once per key or bucket).
+/// The snapshot is replaced only when its content changes.
 #[derive(Clone, Debug)]
 pub struct Broker {
     handle: SnapshotHandle,
@@ -263,7 +308,8 @@ impl Broker {
         self.sources.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The complete SQLite content (after each successful load).
+    /// The SQLite store's credentials; its anonymous bindings stay as last
+    /// set (see [`Self::set_sqlite_all`]).
     pub fn set_sqlite(&self, credentials: Vec<Credential>) {
         let mut s = self.lock();
         s.sqlite = Some(
@@ -275,11 +321,34 @@ impl Broker {
         self.rebuild(&mut s);
     }
 
+    /// The complete SQLite content, credentials and anonymous bindings, in
+    /// one new snapshot (after each successful load).
+    pub fn set_sqlite_all(&self, credentials: Vec<Credential>, anonymous: Vec<AnonymousBinding>) {
+        let mut s = self.lock();
+        s.sqlite = Some(
+            credentials
+                .into_iter()
+                .map(|c| (c.access_key_id.clone(), c))
+                .collect(),
+        );
+        s.sqlite_anonymous = anonymous;
+        self.rebuild(&mut s);
+    }
+
     /// The complete Kubernetes content, `(Secret name, credential)`, after
     /// the first sync and after every event.
     pub fn set_kubernetes(&self, credentials: Vec<(String, Credential)>) {
         let mut s = self.lock();
         s.kube = Some(credentials);
+        self.rebuild(&mut s);
+    }
+
+    /// The complete set of anonymous-binding Secrets, `(Secret name,
+    /// binding)`, after their first sync (possibly empty) and after every
+    /// event.
+    pub fn set_kubernetes_anonymous(&self, bindings: Vec<(String, AnonymousBinding)>) {
+        let mut s = self.lock();
+        s.kube_anonymous = Some(bindings);
         self.rebuild(&mut s);
     }
 
@@ -289,9 +358,51 @@ impl Broker {
             Readiness::NotReady("the SQLite store has not loaded yet")
         } else if s.kube_enabled && s.kube.is_none() {
             Readiness::NotReady("the Kubernetes Secrets have not synced yet")
+        } else if s.kube_enabled && s.kube_anonymous.is_none() {
+            Readiness::NotReady("the Kubernetes anonymous-binding Secrets have not synced yet")
         } else {
             Readiness::Ready
         }
+    }
+
+    /// SQLite's bindings overlaid with Kubernetes' (the first Secret by
+    /// name wins among Secrets naming one bucket).
+    fn merge_anonymous(s: &mut Sources) -> (AnonymousBindings, usize) {
+        let mut merged: AnonymousBindings = s
+            .sqlite_anonymous
+            .iter()
+            .map(|b| (b.bucket.clone(), b.clone()))
+            .collect();
+        let mut kube_buckets: HashMap<&str, &str> = HashMap::new();
+        let mut kube_sorted: Vec<&(String, AnonymousBinding)> = s
+            .kube_anonymous
+            .as_ref()
+            .map(|k| k.iter().collect())
+            .unwrap_or_default();
+        kube_sorted.sort_by(|a, b| a.0.cmp(&b.0));
+        for (name, b) in kube_sorted {
+            let bucket = b.bucket.as_str();
+            if let Some(first) = kube_buckets.get(bucket) {
+                if s.warned.insert(format!("kube-anon:{bucket}")) {
+                    tracing::warn!(
+                        bucket, kept = %first, ignored = %name,
+                        "two anonymous-binding Secrets name the same bucket; keeping the first by name"
+                    );
+                }
+                continue;
+            }
+            kube_buckets.insert(bucket, name);
+            if merged.insert(bucket.to_owned(), b.clone()).is_some()
+                && s.warned.insert(format!("anon:{bucket}"))
+            {
+                tracing::warn!(
+                    bucket, secret = %name,
+                    "bucket has an anonymous binding in Kubernetes and in SQLite; the Kubernetes Secret wins"
+                );
+            }
+        }
+        let kube_len = kube_buckets.len();
+        (merged, kube_len)
     }
 
     fn rebuild(&self, s: &mut Sources) {
@@ -336,13 +447,22 @@ impl Broker {
             .cache_credentials
             .with_label_values(&["merged"])
             .set(merged.len() as i64);
+        let (anonymous, kube_anonymous) = Self::merge_anonymous(s);
+        let anon = &self.metrics.cache_anonymous_bindings;
+        anon.with_label_values(&[Source::Sqlite.as_str()])
+            .set(s.sqlite_anonymous.len() as i64);
+        anon.with_label_values(&[Source::Kubernetes.as_str()])
+            .set(kube_anonymous as i64);
+        anon.with_label_values(&["merged"])
+            .set(anonymous.len() as i64);
         let previous = self.handle.load();
-        let next = Snapshot::from_credentials(merged);
+        let next = Snapshot::new(merged, anonymous);
         if next.version != previous.version {
             let next = next.following(&previous);
             tracing::info!(
                 version = format_args!("{:016x}", next.version),
                 credentials = next.credentials.len(),
+                anonymous_bindings = next.anonymous.len(),
                 "credential snapshot updated"
             );
             self.handle.store(next);
@@ -463,6 +583,11 @@ mod tests {
         assert_eq!(h.load().credentials.len(), 2);
 
         broker.set_kubernetes(vec![("vc-k1".into(), cred("K1", "from-kube", "gamma"))]);
+        assert!(
+            matches!(broker.readiness(), Readiness::NotReady(m) if m.contains("anonymous-binding"))
+        );
+        // No binding Secret at all: an empty list is a sync too.
+        broker.set_kubernetes_anonymous(vec![]);
         assert_eq!(broker.readiness(), Readiness::Ready);
         let snap = h.load();
         assert_ne!(snap.version, v1);
@@ -478,6 +603,100 @@ mod tests {
         // The Secret is deleted: the SQLite entry shows through again.
         broker.set_kubernetes(vec![]);
         assert_eq!(h.load().credentials["K1"].secret.expose(), "from-sqlite");
+    }
+
+    fn binding(bucket: &str, backend: &str, rps: u32) -> AnonymousBinding {
+        AnonymousBinding {
+            bucket: bucket.into(),
+            backend: backend.into(),
+            per_source_ip_rps: rps,
+        }
+    }
+
+    #[test]
+    fn kubernetes_wins_on_an_anonymous_bucket_collision() {
+        let h = SnapshotHandle::default();
+        let metrics = Metrics::new();
+        let broker = Broker::new(h.clone(), metrics.clone(), true);
+        broker.set_sqlite_all(
+            vec![cred("K1", "s", "alpha")],
+            vec![
+                binding("public", "sqlite-backend", 5),
+                binding("docs", "main", 0),
+            ],
+        );
+        broker.set_kubernetes(vec![]);
+        assert_eq!(h.load().anonymous["public"].backend, "sqlite-backend");
+        broker.set_kubernetes_anonymous(vec![
+            ("anon-b".into(), binding("public", "second", 2)),
+            ("anon-a".into(), binding("public", "kube-backend", 9)),
+            ("anon-c".into(), binding("assets", "main", 0)),
+        ]);
+        assert_eq!(broker.readiness(), Readiness::Ready);
+        let snap = h.load();
+        assert_eq!(
+            snap.anonymous_sorted(),
+            vec![
+                binding("assets", "main", 0),
+                binding("docs", "main", 0),
+                // Kubernetes over SQLite; among Secrets, the first by name.
+                binding("public", "kube-backend", 9),
+            ]
+        );
+        assert_eq!(snap.credentials.len(), 1);
+        let text = metrics.render();
+        for line in [
+            "bucketgate_cache_anonymous_bindings{source=\"sqlite\"} 2",
+            "bucketgate_cache_anonymous_bindings{source=\"kubernetes\"} 2",
+            "bucketgate_cache_anonymous_bindings{source=\"merged\"} 3",
+        ] {
+            assert!(text.contains(line), "{line} missing in\n{text}");
+        }
+        // The Secrets are deleted: SQLite's binding shows through again.
+        broker.set_kubernetes_anonymous(vec![]);
+        assert_eq!(
+            h.load().anonymous["public"],
+            binding("public", "sqlite-backend", 5)
+        );
+        assert!(!h.load().anonymous.contains_key("assets"));
+    }
+
+    #[test]
+    fn a_binding_change_alone_changes_the_version() {
+        let h = SnapshotHandle::default();
+        let broker = Broker::new(h.clone(), Metrics::new(), false);
+        let creds = || vec![cred("K1", "a", "x"), cred("K2", "b", "x")];
+        broker.set_sqlite_all(creds(), vec![]);
+        let v0 = h.load().version;
+        // Without bindings, the version is the credentials' alone.
+        let mut m = HashMap::new();
+        for c in creds() {
+            m.insert(c.access_key_id.clone(), c);
+        }
+        assert_eq!(v0, content_version(&m));
+
+        broker.set_sqlite_all(creds(), vec![binding("public", "main", 0)]);
+        let v1 = h.load().version;
+        assert_ne!(v1, v0);
+        broker.set_sqlite_all(creds(), vec![binding("public", "main", 3)]);
+        let v2 = h.load().version;
+        assert_ne!(v2, v1, "the rate is content");
+        broker.set_sqlite_all(creds(), vec![binding("public", "other", 3)]);
+        let v3 = h.load().version;
+        assert_ne!(v3, v2, "so is the backend");
+        // `set_sqlite` leaves the bindings as they are.
+        broker.set_sqlite(creds());
+        assert_eq!(h.load().version, v3);
+        // No key changed: a delta from any of those versions names no key
+        // (the bindings travel whole on the first page).
+        let snap = h.load();
+        for v in [v0, v1, v2] {
+            assert_eq!(snap.changed_since(v), Some(vec![]));
+        }
+        // Back to no bindings: the first version again.
+        broker.set_sqlite_all(creds(), vec![]);
+        assert_eq!(h.load().version, v0);
+        assert!(h.load().anonymous.is_empty());
     }
 
     #[test]

@@ -1,18 +1,23 @@
 //! The command line: `serve` and the admin commands on the SQLite store
-//! (`creds create|list|show|rotate|revoke|disable|enable`). The creds
-//! commands write to any `io::Write` so tests read what a user would see.
+//! (`creds create|list|show|rotate|revoke|disable|enable`, `anonymous
+//! add|remove|list`). The admin commands write to any `io::Write` so tests
+//! read what a user would see.
 
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
-use bucketgate_core::credential::{Credential, Scope};
+use std::collections::BTreeSet;
+
+use bucketgate_core::credential::{AnonymousBinding, Credential, Scope};
 use bucketgate_core::date::{UnixSeconds, format_rfc3339};
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 
-use crate::store::{Store, StoredCredential, generate_access_key_id, generate_secret};
+use crate::store::{
+    Store, StoredAnonymousBinding, StoredCredential, generate_access_key_id, generate_secret,
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -42,6 +47,9 @@ pub enum Command {
     /// Manage credentials in the SQLite store.
     #[command(subcommand)]
     Creds(CredsCommand),
+    /// Manage anonymous (ReadOnly) bucket bindings in the SQLite store.
+    #[command(subcommand)]
+    Anonymous(AnonymousCommand),
 }
 
 #[derive(Debug, Args)]
@@ -131,6 +139,38 @@ pub struct CreateArgs {
     pub count: u32,
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AnonymousCommand {
+    /// Allow unsigned reads (GET, HEAD, listings) of a bucket through a
+    /// backend. The backend must be one the config (--config) names.
+    Add(AnonymousAddArgs),
+    /// Remove a bucket's binding: its unsigned reads are refused again.
+    Remove {
+        #[arg(long)]
+        bucket: String,
+    },
+    /// List the store's bindings (those from Kubernetes Secrets are not
+    /// in the store).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct AnonymousAddArgs {
+    /// The bucket anonymous clients may read.
+    #[arg(long)]
+    pub bucket: String,
+    /// The backend that serves it.
+    #[arg(long)]
+    pub backend: String,
+    /// Requests per second per client address; 0: the proxy default
+    /// (`s3_proxy.anonymous_per_source_ip_rps`).
+    #[arg(long, default_value_t = 0)]
+    pub per_source_ip_rps: u32,
 }
 
 /// `backend:bucket`.
@@ -368,6 +408,93 @@ pub fn run_creds(
     Ok(())
 }
 
+fn rps_str(per_source_ip_rps: u32) -> String {
+    if per_source_ip_rps == 0 {
+        "default".to_owned()
+    } else {
+        per_source_ip_rps.to_string()
+    }
+}
+
+fn describe_anonymous(s: &StoredAnonymousBinding) -> serde_json::Value {
+    json!({
+        "bucket": s.binding.bucket,
+        "backend": s.binding.backend,
+        "per_source_ip_rps": s.binding.per_source_ip_rps,
+        "created_at": time_str(s.created_at),
+    })
+}
+
+/// Runs one anonymous command against `store` at time `now`. `backends`:
+/// the backends the configuration names; a binding to another one is
+/// refused (with none configured, nothing can be checked: a warning).
+pub fn run_anonymous(
+    cmd: AnonymousCommand,
+    store: &Store,
+    backends: &BTreeSet<String>,
+    now: UnixSeconds,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    match cmd {
+        AnonymousCommand::Add(a) => {
+            if backends.is_empty() {
+                tracing::warn!(backend = %a.backend,
+                    "no backends configured (--config): the backend name is not checked");
+            } else if !backends.contains(&a.backend) {
+                let known: Vec<&str> = backends.iter().map(String::as_str).collect();
+                bail!(
+                    "backend '{}' is not configured (configured: {})",
+                    a.backend,
+                    known.join(", ")
+                );
+            }
+            let b = AnonymousBinding {
+                bucket: a.bucket,
+                backend: a.backend,
+                per_source_ip_rps: a.per_source_ip_rps,
+            };
+            store.add_anonymous(&b, now)?;
+            let rate = match b.per_source_ip_rps {
+                0 => "the proxy default rate".to_owned(),
+                n => format!("{n} requests per second"),
+            };
+            writeln!(
+                out,
+                "bucket {} is readable anonymously through backend {} ({rate} per client address)",
+                b.bucket, b.backend
+            )?;
+        }
+        AnonymousCommand::Remove { bucket } => {
+            store.remove_anonymous(&bucket)?;
+            writeln!(out, "removed the anonymous binding of bucket {bucket}")?;
+        }
+        AnonymousCommand::List { json } => {
+            let all = store.list_anonymous()?;
+            if json {
+                let v: Vec<_> = all.iter().map(describe_anonymous).collect();
+                writeln!(out, "{}", serde_json::Value::Array(v))?;
+            } else {
+                writeln!(
+                    out,
+                    "{:<32} {:<16} {:<12} CREATED",
+                    "BUCKET", "BACKEND", "RPS PER IP"
+                )?;
+                for s in &all {
+                    writeln!(
+                        out,
+                        "{:<32} {:<16} {:<12} {}",
+                        s.binding.bucket,
+                        s.binding.backend,
+                        rps_str(s.binding.per_source_ip_rps),
+                        time_str(s.created_at)
+                    )?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -464,6 +591,86 @@ mod tests {
                 "b:x",
                 "--count",
                 "0"
+            ])
+            .is_err()
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn anonymous_add_refuses_an_unknown_backend() {
+        use clap::Parser;
+        let dir = std::env::temp_dir().join(format!("bg-cli-anon-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let db = dir.join("a.db");
+        let _ = std::fs::remove_file(&db);
+        let sealer = crate::store::seal::Sealer::from_key_string(
+            "cli test store key: at least thirty-two characters",
+            crate::store::seal::KeyOrigin::Given,
+        )
+        .unwrap();
+        let store = Store::open(&db, sealer).unwrap();
+        let cmd = |args: &[&str]| match Cli::try_parse_from(
+            ["bucketgate-authz", "anonymous"].iter().chain(args),
+        )
+        .map(|c| c.command)
+        {
+            Ok(Command::Anonymous(c)) => c,
+            other => panic!("{other:?}"),
+        };
+        let backends: BTreeSet<String> = ["main".to_owned()].into();
+        let err = run_anonymous(
+            cmd(&["add", "--bucket", "public", "--backend", "mian"]),
+            &store,
+            &backends,
+            1_700_000_000,
+            &mut Vec::new(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "backend 'mian' is not configured (configured: main)"
+        );
+        assert!(store.list_anonymous().unwrap().is_empty());
+        let mut out = Vec::new();
+        run_anonymous(
+            cmd(&[
+                "add",
+                "--bucket",
+                "public",
+                "--backend",
+                "main",
+                "--per-source-ip-rps",
+                "3",
+            ]),
+            &store,
+            &backends,
+            1_700_000_000,
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "bucket public is readable anonymously through backend main \
+             (3 requests per second per client address)\n"
+        );
+        let stored = store.list_anonymous().unwrap();
+        assert_eq!(
+            (stored[0].binding.per_source_ip_rps, stored[0].created_at),
+            (3, 1_700_000_000)
+        );
+        // The rate is a number of requests.
+        assert!(
+            Cli::try_parse_from([
+                "bucketgate-authz",
+                "anonymous",
+                "add",
+                "--bucket",
+                "b",
+                "--backend",
+                "main",
+                "--per-source-ip-rps",
+                "-1",
             ])
             .is_err()
         );

@@ -10,7 +10,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use bucketgate_core::contract::SELECTOR_INTERNAL;
+use bucketgate_core::contract::{SELECTOR_ANONYMOUS, SELECTOR_INTERNAL};
 use serde::Deserialize;
 
 /// Environment variable holding the feed's bearer token.
@@ -113,19 +113,30 @@ pub struct FeedConfig {
     /// neither, the feed is off (404).
     #[serde(default)]
     pub token_file: Option<PathBuf>,
+    /// Whether a filter that asks (`sigv2=1`) gets each key's SigV2 key:
+    /// HMAC-SHA1 midstates that verify, and could forge, that key's SigV2
+    /// signatures until its secret rotates (unlike the day-scoped SigV4
+    /// keys). Off: filters cannot verify SigV2 and refuse it.
+    #[serde(default)]
+    pub sigv2_keys: bool,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KubernetesConfig {
-    /// Watch internal Secrets (readiness then waits for the first sync).
+    /// Watch internal and anonymous-binding Secrets (readiness then waits
+    /// for the first sync of both).
     #[serde(default)]
     pub enabled: bool,
     /// The operator namespace; default: the client's (in-cluster) namespace.
     #[serde(default)]
     pub namespace: Option<String>,
+    /// The internal Secrets.
     #[serde(default = "default_selector")]
     pub label_selector: String,
+    /// The anonymous-binding Secrets.
+    #[serde(default = "default_anonymous_selector")]
+    pub anonymous_label_selector: String,
 }
 
 impl Default for KubernetesConfig {
@@ -134,12 +145,17 @@ impl Default for KubernetesConfig {
             enabled: false,
             namespace: None,
             label_selector: default_selector(),
+            anonymous_label_selector: default_anonymous_selector(),
         }
     }
 }
 
 fn default_selector() -> String {
     SELECTOR_INTERNAL.to_owned()
+}
+
+fn default_anonymous_selector() -> String {
+    SELECTOR_ANONYMOUS.to_owned()
 }
 
 #[derive(Debug, Deserialize)]
@@ -285,6 +301,9 @@ impl ServiceConfig {
         if self.kubernetes.label_selector.trim().is_empty() {
             return Err("kubernetes.label_selector must not be empty".into());
         }
+        if self.kubernetes.anonymous_label_selector.trim().is_empty() {
+            return Err("kubernetes.anonymous_label_selector must not be empty".into());
+        }
         if let Some(tls) = &self.tls {
             for (field, path) in [
                 ("cert_file", &tls.cert_file),
@@ -317,6 +336,25 @@ impl ServiceConfig {
         ))
     }
 
+    /// The backends this configuration names: `backends[].name` (admin
+    /// credentials for the feed and ext_authz) and the `ext_authz`
+    /// section's `backends[].name`. Empty without a configuration.
+    pub fn backend_names(&self) -> std::collections::BTreeSet<String> {
+        let mut names: std::collections::BTreeSet<String> =
+            self.backends.iter().map(|b| b.name.clone()).collect();
+        let ext_authz = self
+            .ext_authz
+            .as_ref()
+            .and_then(|e| e.get("backends"))
+            .and_then(serde_json::Value::as_array);
+        for b in ext_authz.into_iter().flatten() {
+            if let Some(name) = b.get("name").and_then(serde_json::Value::as_str) {
+                names.insert(name.to_owned());
+            }
+        }
+        names
+    }
+
     /// The key file: configured, else `<database>.key`.
     pub fn key_file(&self) -> PathBuf {
         self.key_file.clone().unwrap_or_else(|| {
@@ -338,6 +376,8 @@ mod tests {
         assert_eq!(c.key_file(), PathBuf::from("bucketgate.db.key"));
         assert!(!c.kubernetes.enabled);
         assert_eq!(c.kubernetes.label_selector, SELECTOR_INTERNAL);
+        assert_eq!(c.kubernetes.anonymous_label_selector, SELECTOR_ANONYMOUS);
+        assert!(c.backend_names().is_empty());
 
         let c = ServiceConfig::parse(
             br#"{"database": "/tmp/x.db", "http_listen": "127.0.0.1:1234",
@@ -349,10 +389,14 @@ mod tests {
                   {"name": "c", "credentials": {"source": "files", "access_key_id_file": "/k", "secret_access_key_file": "/s"}},
                   {"name": "d", "credentials": {"source": "aws_default_chain", "profile": "p"}, "refresh_secs": 60}
                 ],
-                "ext_authz": {"anything": 1}}"#,
+                "ext_authz": {"backends": [{"name": "a"}, {"name": "e"}]}}"#,
         )
         .unwrap();
         assert!(c.kubernetes.enabled);
+        assert_eq!(
+            c.backend_names().into_iter().collect::<Vec<_>>(),
+            ["a", "b", "c", "d", "e"]
+        );
         assert_eq!(c.backends.len(), 4);
         assert!(!format!("{c:?}").contains("very-secret"));
         assert!(matches!(
@@ -443,6 +487,10 @@ mod tests {
             (
                 r#"{"http_listen": "127.0.0.1:9091", "health_listen": "127.0.0.1:9091"}"#,
                 "health_listen must differ",
+            ),
+            (
+                r#"{"kubernetes": {"anonymous_label_selector": " "}}"#,
+                "anonymous_label_selector",
             ),
         ] {
             let e = ServiceConfig::parse(json.as_bytes()).unwrap_err();

@@ -1,19 +1,23 @@
-//! Internal Secrets from Kubernetes: a kube-rs reflector over the Secrets
-//! matching the label selector (`broker.stowage.io/role=virtual-credential`)
-//! in the operator namespace. Each Secret is parsed with
-//! `bucketgate_core::contract::parse_internal` — the one place that knows the
-//! wire names — and the complete set goes to the [`Broker`] after the first
-//! full list and after every watch event, so a deleted Secret leaves the
-//! snapshot as soon as its event arrives.
+//! Internal Secrets and anonymous bindings from Kubernetes: kube-rs
+//! reflectors over the Secrets matching a label selector in the operator
+//! namespace — [`run`] for the internal Secrets
+//! (`broker.stowage.io/role=virtual-credential`), [`run_anonymous`] for the
+//! anonymous-binding Secrets (`broker.stowage.io/role=anonymous-binding`).
+//! Each Secret is parsed with `bucketgate_core::contract` (`parse_internal`,
+//! `parse_anonymous`) — the one place that knows the wire names — and the
+//! complete set goes to the [`Broker`] after the first full list (possibly
+//! empty) and after every watch event, so a deleted Secret leaves the
+//! snapshot as soon as its event arrives. A Secret that does not follow the
+//! contract is skipped and logged once per resource version.
 //!
 //! While the API server is unreachable the watcher backs off and retries;
 //! the reflector store and the snapshot keep their last content, so known
-//! keys keep verifying.
+//! keys keep verifying and known bindings keep serving.
 
 use std::collections::{BTreeMap, HashMap};
 
 use bucketgate_core::contract;
-use bucketgate_core::credential::Credential;
+use bucketgate_core::credential::{AnonymousBinding, Credential};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::WatchStreamExt;
@@ -29,27 +33,79 @@ fn unix_now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
-/// An internal Secret as a credential, through the contract module.
-/// Non-UTF-8 data values are an error (the contract is text).
-pub fn parse_secret(secret: &Secret) -> Result<contract::InternalRecord, String> {
+/// A Secret's data as text; non-UTF-8 values are an error (the contract is
+/// text).
+fn secret_data(secret: &Secret) -> Result<BTreeMap<String, String>, String> {
     let mut data = BTreeMap::new();
     for (k, v) in secret.data.iter().flatten() {
         let s = String::from_utf8(v.0.clone()).map_err(|_| format!("data key {k} is not UTF-8"))?;
         data.insert(k.clone(), s);
     }
-    contract::parse_internal(secret.labels(), secret.annotations(), &data)
+    Ok(data)
+}
+
+/// An internal Secret as a credential, through the contract module.
+/// Non-UTF-8 data values are an error (the contract is text).
+pub fn parse_secret(secret: &Secret) -> Result<contract::InternalRecord, String> {
+    contract::parse_internal(secret.labels(), secret.annotations(), &secret_data(secret)?)
         .map_err(|e| e.to_string())
 }
 
-/// Turns the reflector's content into credentials, logging each broken
-/// Secret once per resource version.
+/// An anonymous-binding Secret as the binding the data plane enforces,
+/// through the contract module.
+pub fn parse_anonymous_secret(secret: &Secret) -> Result<AnonymousBinding, String> {
+    let b = contract::parse_anonymous(secret.labels(), &secret_data(secret)?)
+        .map_err(|e| e.to_string())?;
+    Ok(AnonymousBinding {
+        bucket: b.scope.bucket,
+        backend: b.scope.backend,
+        per_source_ip_rps: b.per_source_ip_rps,
+    })
+}
+
+/// A parsed Secret and its non-fatal warnings.
+type Parsed<T> = (T, Vec<String>);
+
+/// What one reflector reads: how its Secrets parse (with non-fatal
+/// warnings) and where the parsed set goes.
+struct Kind<T> {
+    /// For logs: "internal", "anonymous-binding".
+    what: &'static str,
+    parse: fn(&Secret) -> Result<Parsed<T>, String>,
+    publish: fn(&Broker, Vec<(String, T)>),
+}
+
+static INTERNAL: Kind<Credential> = Kind {
+    what: "internal",
+    parse: parse_internal_item,
+    publish: Broker::set_kubernetes,
+};
+
+static ANONYMOUS: Kind<AnonymousBinding> = Kind {
+    what: "anonymous-binding",
+    parse: parse_anonymous_item,
+    publish: Broker::set_kubernetes_anonymous,
+};
+
+fn parse_internal_item(s: &Secret) -> Result<Parsed<Credential>, String> {
+    let rec = parse_secret(s)?;
+    let warnings = rec.warnings.iter().map(ToString::to_string).collect();
+    Ok((rec.credential, warnings))
+}
+
+fn parse_anonymous_item(s: &Secret) -> Result<Parsed<AnonymousBinding>, String> {
+    Ok((parse_anonymous_secret(s)?, Vec::new()))
+}
+
+/// Turns the reflector's content into items, logging each broken Secret
+/// once per resource version.
 #[derive(Debug, Default)]
 struct Parser {
     logged: HashMap<String, String>,
 }
 
 impl Parser {
-    fn credentials(&mut self, store: &Store<Secret>) -> Vec<(String, Credential)> {
+    fn items<T>(&mut self, store: &Store<Secret>, kind: &Kind<T>) -> Vec<(String, T)> {
         let mut out = Vec::new();
         let mut seen = HashMap::new();
         for s in store.state() {
@@ -57,20 +113,20 @@ impl Parser {
             let rv = s.resource_version().unwrap_or_default();
             let first_time = self.logged.get(&name) != Some(&rv);
             seen.insert(name.clone(), rv);
-            match parse_secret(&s) {
-                Ok(rec) => {
+            match (kind.parse)(&s) {
+                Ok((item, warnings)) => {
                     if first_time {
-                        for w in &rec.warnings {
-                            tracing::warn!(secret = %name, warning = %w,
-                                "internal Secret parsed with a warning (failing closed)");
+                        for w in &warnings {
+                            tracing::warn!(secret = %name, warning = %w, kind = kind.what,
+                                "Secret parsed with a warning (failing closed)");
                         }
                     }
-                    out.push((name, rec.credential));
+                    out.push((name, item));
                 }
                 Err(e) => {
                     if first_time {
-                        tracing::warn!(secret = %name, error = %e,
-                            "ignoring an internal Secret that does not follow the contract");
+                        tracing::warn!(secret = %name, error = %e, kind = kind.what,
+                            "ignoring a Secret that does not follow the contract");
                     }
                 }
             }
@@ -102,12 +158,36 @@ fn watch_backoff() -> impl kube::runtime::utils::Backoff {
     )
 }
 
-/// Runs the reflector until `stop` changes or the stream ends.
+/// Runs the reflector over the internal Secrets until `stop` changes or the
+/// stream ends.
 pub async fn run(
     api: Api<Secret>,
     label_selector: String,
     broker: Broker,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
+    watch(api, label_selector, broker, stop, &INTERNAL).await;
+}
+
+/// Runs the reflector over the anonymous-binding Secrets
+/// (`contract::SELECTOR_ANONYMOUS` unless configured otherwise) until `stop`
+/// changes or the stream ends. Its first list, even an empty one, counts as
+/// synced for readiness.
+pub async fn run_anonymous(
+    api: Api<Secret>,
+    label_selector: String,
+    broker: Broker,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
+    watch(api, label_selector, broker, stop, &ANONYMOUS).await;
+}
+
+async fn watch<T>(
+    api: Api<Secret>,
+    label_selector: String,
+    broker: Broker,
     mut stop: tokio::sync::watch::Receiver<bool>,
+    kind: &Kind<T>,
 ) {
     let (reader, writer) = reflector::store::<Secret>();
     let stream = reflector::reflector(
@@ -119,6 +199,7 @@ pub async fn run(
     let mut parser = Parser::default();
     let mut synced = false;
     let mut failing = false;
+    let what = kind.what;
     loop {
         let event = tokio::select! {
             e = stream.next() => e,
@@ -128,26 +209,26 @@ pub async fn run(
             Some(Ok(Event::Init | Event::InitApply(_))) => {}
             Some(Ok(Event::InitDone | Event::Apply(_) | Event::Delete(_))) => {
                 if !synced {
-                    tracing::info!("Kubernetes internal Secrets synced");
+                    tracing::info!(kind = what, "Kubernetes Secrets synced");
                     synced = true;
                 }
                 if failing {
-                    tracing::info!("Kubernetes watch recovered");
+                    tracing::info!(kind = what, "Kubernetes watch recovered");
                     failing = false;
                 }
-                broker.set_kubernetes(parser.credentials(&reader));
+                (kind.publish)(&broker, parser.items(&reader, kind));
                 broker.record_sync(Source::Kubernetes, true, unix_now());
             }
             Some(Err(e)) => {
                 if !failing {
-                    tracing::warn!(error = %e,
+                    tracing::warn!(error = %e, kind = what,
                         "Kubernetes watch failed; serving the cached Secrets and retrying");
                     failing = true;
                 }
                 broker.record_sync(Source::Kubernetes, false, unix_now());
             }
             None => {
-                tracing::error!("Kubernetes watch stream ended");
+                tracing::error!(kind = what, "Kubernetes watch stream ended");
                 broker.record_sync(Source::Kubernetes, false, unix_now());
                 return;
             }

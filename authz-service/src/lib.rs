@@ -1,10 +1,11 @@
 //! bucketgate-authz: the credential broker and the ext_authz data plane.
 //!
 //! Module ownership (kept disjoint so the pieces can grow independently):
-//! - `broker`: the merged credential snapshot every consumer reads
-//!   ([`broker::SnapshotHandle`]), fed by the SQLite store ([`store`],
-//!   polled by [`store::sync`]) and the Kubernetes reflector
-//!   ([`kube_source`]); Kubernetes wins on a collision.
+//! - `broker`: the merged snapshot every consumer reads
+//!   ([`broker::SnapshotHandle`]): credentials and anonymous (ReadOnly)
+//!   bucket bindings, fed by the SQLite store ([`store`], polled by
+//!   [`store::sync`]) and the Kubernetes reflectors ([`kube_source`]);
+//!   Kubernetes wins on a collision (access key or bucket).
 //! - `upstream`: upstream admin credentials per backend
 //!   ([`upstream::AdminCredentialsHandle`]).
 //! - `admin`: the HTTP server (feed for the WASM filter, health, readiness,

@@ -1,5 +1,5 @@
 //! `bucketgate-authz`: wiring only (see the crate docs). `serve` runs the
-//! broker; `creds …` manages the SQLite store.
+//! broker; `creds …` and `anonymous …` manage the SQLite store.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -52,6 +52,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Creds(cmd) => {
             let mut store = open_store(&config)?;
             cli::run_creds(cmd, &mut store, unix_now(), &mut std::io::stdout().lock())
+        }
+        Command::Anonymous(cmd) => {
+            let store = open_store(&config)?;
+            cli::run_anonymous(
+                cmd,
+                &store,
+                &config.backend_names(),
+                unix_now(),
+                &mut std::io::stdout().lock(),
+            )
         }
         Command::Serve(args) => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
@@ -164,13 +174,20 @@ async fn serve(mut config: ServiceConfig, args: ServeArgs) -> anyhow::Result<()>
         let client = kube::Client::try_default()
             .await
             .context("Kubernetes client (--kube)")?;
-        let api = match &config.kubernetes.namespace {
+        let api: kube::Api<k8s_openapi::api::core::v1::Secret> = match &config.kubernetes.namespace
+        {
             Some(ns) => kube::Api::namespaced(client, ns),
             None => kube::Api::default_namespaced(client),
         };
         tasks.spawn(kube_source::run(
-            api,
+            api.clone(),
             config.kubernetes.label_selector.clone(),
+            broker.clone(),
+            stop_rx.clone(),
+        ));
+        tasks.spawn(kube_source::run_anonymous(
+            api,
+            config.kubernetes.anonymous_label_selector.clone(),
             broker.clone(),
             stop_rx.clone(),
         ));
@@ -205,6 +222,7 @@ async fn serve(mut config: ServiceConfig, args: ServeArgs) -> anyhow::Result<()>
         upstream: upstream_creds.clone(),
         metrics: metrics.clone(),
         feed_token: feed_token(&config)?,
+        feed_sigv2: config.feed.sigv2_keys,
     };
     if state.feed_token.is_none() {
         tracing::warn!("no feed token ({FEED_TOKEN_ENV} or feed.token_file): the feed is off");

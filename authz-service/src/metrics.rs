@@ -9,6 +9,8 @@ pub struct Metrics {
     // --- broker: cache size and store sync state (src/broker.rs, kube_source.rs) ---
     /// `bucketgate_cache_credentials{source="sqlite|kubernetes|merged"}`.
     pub cache_credentials: IntGaugeVec,
+    /// `bucketgate_cache_anonymous_bindings{source="sqlite|kubernetes|merged"}`.
+    pub cache_anonymous_bindings: IntGaugeVec,
     /// `bucketgate_store_synced{source}`: 1 while the last load/sync worked.
     pub store_synced: IntGaugeVec,
     /// `bucketgate_store_last_sync_timestamp_seconds{source}`.
@@ -63,6 +65,12 @@ impl Metrics {
             "Credentials in the cache, by source (sqlite, kubernetes) and merged",
             &["source"],
         )?;
+        let cache_anonymous_bindings = gauge_vec(
+            &registry,
+            "cache_anonymous_bindings",
+            "Anonymous (ReadOnly) bucket bindings in the cache, by source (sqlite, kubernetes) and merged",
+            &["source"],
+        )?;
         let store_synced = gauge_vec(
             &registry,
             "store_synced",
@@ -98,6 +106,7 @@ impl Metrics {
         Ok(Self {
             registry,
             cache_credentials,
+            cache_anonymous_bindings,
             store_synced,
             store_last_sync,
             store_sync_errors,

@@ -1,6 +1,8 @@
 //! The embedded credential store: one SQLite file (rusqlite, bundled
 //! SQLite), schema migrations by `PRAGMA user_version`, secrets and scopes
-//! sealed with AES-256-GCM ([`seal`]).
+//! sealed with AES-256-GCM ([`seal`]). It also holds anonymous (ReadOnly)
+//! bucket bindings, in clear: they carry no secret, and what they grant is
+//! public by design.
 //!
 //! The service reads the store by polling `PRAGMA data_version`, which
 //! changes whenever another connection (the admin CLI) commits, and reloads
@@ -15,7 +17,7 @@ pub mod sync;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use bucketgate_core::credential::{Credential, Scope};
+use bucketgate_core::credential::{AnonymousBinding, Credential, Scope};
 use bucketgate_core::date::UnixSeconds;
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -52,6 +54,12 @@ pub enum StoreError {
     NotFound(String),
     #[error("invalid credential: {0}")]
     Invalid(String),
+    #[error("bucket {0} already has an anonymous binding")]
+    AnonymousExists(String),
+    #[error("no anonymous binding for bucket {0}")]
+    AnonymousNotFound(String),
+    #[error("invalid anonymous binding: {0}")]
+    InvalidAnonymous(String),
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
 }
@@ -78,6 +86,13 @@ const MIGRATIONS: &[&str] = &[
      );",
     // 2: a free-form note per credential (who it is for).
     "ALTER TABLE credentials ADD COLUMN description TEXT;",
+    // 3: anonymous (ReadOnly) bindings, at most one per bucket.
+    "CREATE TABLE anonymous_bindings (
+         bucket            TEXT PRIMARY KEY,
+         backend           TEXT NOT NULL,
+         per_source_ip_rps INTEGER NOT NULL DEFAULT 0,
+         created_at        INTEGER NOT NULL
+     );",
 ];
 
 const KEY_CHECK: &[u8] = b"bucketgate credential store key check v1";
@@ -89,6 +104,13 @@ pub struct StoredCredential {
     pub description: Option<String>,
     pub created_at: UnixSeconds,
     pub updated_at: UnixSeconds,
+}
+
+/// An anonymous binding with its bookkeeping.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredAnonymousBinding {
+    pub binding: AnonymousBinding,
+    pub created_at: UnixSeconds,
 }
 
 /// An open store.
@@ -384,6 +406,70 @@ impl Store {
             return Err(StoreError::NotFound(access_key_id.to_owned()));
         }
         Ok(())
+    }
+
+    /// Binds `b.bucket` for anonymous reads. Errors when the bucket already
+    /// has a binding (remove it first) or the binding is malformed.
+    pub fn add_anonymous(&self, b: &AnonymousBinding, now: UnixSeconds) -> Result<(), StoreError> {
+        if !bucketgate_core::request::valid_bucket_name(&b.bucket) {
+            return Err(StoreError::InvalidAnonymous(format!(
+                "{:?} is not a bucket name (3 to 63 of a-z 0-9 . -, starting and ending \
+                 with a letter or digit)",
+                b.bucket
+            )));
+        }
+        if b.backend.trim().is_empty() || b.backend.trim() != b.backend {
+            return Err(StoreError::InvalidAnonymous(format!(
+                "{:?} is not a backend name",
+                b.backend
+            )));
+        }
+        let res = self.conn.execute(
+            "INSERT INTO anonymous_bindings (bucket, backend, per_source_ip_rps, created_at)
+             VALUES (?1, ?2, ?3, ?4)",
+            params![b.bucket, b.backend, b.per_source_ip_rps, now],
+        );
+        match res {
+            Ok(_) => Ok(()),
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                Err(StoreError::AnonymousExists(b.bucket.clone()))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Removes the binding of `bucket`: its anonymous reads are refused
+    /// from the next load on. Errors when it has none.
+    pub fn remove_anonymous(&self, bucket: &str) -> Result<(), StoreError> {
+        let n = self.conn.execute(
+            "DELETE FROM anonymous_bindings WHERE bucket = ?1",
+            params![bucket],
+        )?;
+        if n == 0 {
+            return Err(StoreError::AnonymousNotFound(bucket.to_owned()));
+        }
+        Ok(())
+    }
+
+    /// Every anonymous binding, by bucket.
+    pub fn list_anonymous(&self) -> Result<Vec<StoredAnonymousBinding>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT bucket, backend, per_source_ip_rps, created_at
+             FROM anonymous_bindings ORDER BY bucket",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(StoredAnonymousBinding {
+                binding: AnonymousBinding {
+                    bucket: r.get(0)?,
+                    backend: r.get(1)?,
+                    per_source_ip_rps: r.get(2)?,
+                },
+                created_at: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Rotation: a new credential with the same scopes and limits, inserted

@@ -331,6 +331,7 @@ fn app_state(metrics: &Metrics) -> AppState {
         upstream: AdminCredentialsHandle::default(),
         metrics: metrics.clone(),
         feed_token: Some(TOKEN.into()),
+        feed_sigv2: false,
     }
 }
 

@@ -1,5 +1,5 @@
-//! The admin CLI, run as a user would: `bucketgate-authz creds …` against a
-//! store in a temporary directory.
+//! The admin CLI, run as a user would: `bucketgate-authz creds …` and
+//! `bucketgate-authz anonymous …` against a store in a temporary directory.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::Path;
@@ -11,7 +11,8 @@ fn run(db: &Path, env_key: Option<&str>, args: &[&str]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_bucketgate-authz"));
     cmd.arg("--database").arg(db).args(args);
     cmd.env_remove("STOWAGE_SECRET_KEY")
-        .env_remove("BUCKETGATE_CONFIG");
+        .env_remove("BUCKETGATE_CONFIG")
+        .env_remove("RUST_LOG");
     if let Some(k) = env_key {
         cmd.env("STOWAGE_SECRET_KEY", k);
     }
@@ -202,4 +203,125 @@ fn wrong_key_from_the_environment_is_refused() {
     );
     let out = run(&db, Some("short"), &["creds", "list"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("at least 32"));
+}
+
+#[test]
+fn anonymous_add_list_remove() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("creds.db");
+    let config = dir.path().join("config.json");
+    std::fs::write(
+        &config,
+        br#"{"backends": [{"name": "main", "credentials": {"source": "env"}},
+                          {"name": "archive", "credentials": {"source": "env"}}]}"#,
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let cfg = |args: &[&'static str]| -> Vec<&str> {
+        let mut all = vec!["--config", config];
+        all.extend_from_slice(args);
+        all
+    };
+
+    let out = ok(
+        &db,
+        &cfg(&[
+            "anonymous",
+            "add",
+            "--bucket",
+            "public-assets",
+            "--backend",
+            "main",
+        ]),
+    );
+    assert_eq!(
+        out.trim(),
+        "bucket public-assets is readable anonymously through backend main \
+         (the proxy default rate per client address)"
+    );
+    let out = ok(
+        &db,
+        &cfg(&[
+            "anonymous",
+            "add",
+            "--bucket",
+            "docs",
+            "--backend",
+            "archive",
+            "--per-source-ip-rps",
+            "50",
+        ]),
+    );
+    assert!(out.contains("50 requests per second"), "{out}");
+
+    // A backend the config does not name is refused, and nothing is stored.
+    let out = run(
+        &db,
+        None,
+        &cfg(&["anonymous", "add", "--bucket", "other", "--backend", "nope"]),
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("backend 'nope' is not configured (configured: archive, main)"),
+        "{err}"
+    );
+    // A bucket is bound once.
+    let out = run(
+        &db,
+        None,
+        &cfg(&["anonymous", "add", "--bucket", "docs", "--backend", "main"]),
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already has an anonymous binding"));
+
+    let table = ok(&db, &["anonymous", "list"]);
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines[0].starts_with("BUCKET"), "{table}");
+    assert!(
+        lines[1].starts_with("docs") && lines[1].contains("archive") && lines[1].contains("50"),
+        "{table}"
+    );
+    assert!(
+        lines[2].starts_with("public-assets") && lines[2].contains("default"),
+        "{table}"
+    );
+    assert_eq!(lines.len(), 3, "{table}");
+    let listed = json(&db, &["anonymous", "list", "--json"]);
+    assert_eq!(listed[0]["bucket"], "docs");
+    assert_eq!(listed[0]["backend"], "archive");
+    assert_eq!(listed[0]["per_source_ip_rps"], 50);
+    assert!(listed[0]["created_at"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(listed[1]["per_source_ip_rps"], 0);
+
+    assert_eq!(
+        ok(&db, &["anonymous", "remove", "--bucket", "docs"]).trim(),
+        "removed the anonymous binding of bucket docs"
+    );
+    let out = run(&db, None, &["anonymous", "remove", "--bucket", "docs"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no anonymous binding for bucket docs"));
+    assert_eq!(
+        json(&db, &["anonymous", "list", "--json"])
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // Without a config there is no backend list to check against: stored,
+    // with a warning.
+    let out = run(
+        &db,
+        None,
+        &[
+            "anonymous",
+            "add",
+            "--bucket",
+            "unchecked",
+            "--backend",
+            "anything",
+        ],
+    );
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not checked"));
 }

@@ -2,7 +2,9 @@
 //! aws-sigv4 (the oracle) go in as Envoy would send them, and what comes
 //! back is checked against aws-sigv4 again (the forwarded Authorization must
 //! be exactly what aws-sigv4 computes under the admin key for the forwarded
-//! request). The clock is fixed, so rate limits are deterministic.
+//! request). Unsigned reads of a bucket with an anonymous binding go the
+//! same way, limited per client address. The clock is fixed, so rate
+//! limits are deterministic.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -20,6 +22,7 @@ use bucketgate_authz::broker::{Snapshot, SnapshotHandle};
 use bucketgate_authz::ext_authz::{self, AdminSource, Clock, Config, Service};
 use bucketgate_authz::metrics::Metrics;
 use bucketgate_core::chunked::handoff;
+use bucketgate_core::credential::AnonymousBinding;
 use bucketgate_core::crypto::SigningKey;
 use bucketgate_core::resign::AdminCredentials;
 use bucketgate_core::{Credential, Scope};
@@ -581,4 +584,80 @@ fn system_time_is_the_default_clock() {
         .as_millis() as u64;
     let got = ext_authz::SystemClock.now_ms();
     assert!(got >= now && got - now < 60_000);
+}
+
+/// An unsigned request as Envoy hands it over, from `ip` (the address
+/// Envoy resolved, in its header).
+fn unsigned(method: &str, path: &str, ip: &str) -> CheckRequest {
+    check_request(
+        method,
+        path,
+        vec![
+            ("host".into(), GW_HOST.into()),
+            ("x-bucketgate-source-ip".into(), ip.into()),
+        ],
+    )
+}
+
+#[test]
+fn anonymous_reads_of_a_bound_bucket_are_forwarded_and_limited_per_address() {
+    // The proxy default for a binding that names no rate: 2 per second.
+    let config = Config::from_json(
+        format!(
+            r#"{{"region": "us-east-1", "s3_proxy": {{"anonymous_per_source_ip_rps": 2}},
+                "backends": [{{"name": "local", "cluster": "backend_local",
+                               "host": "{UPSTREAM_HOST}", "region": "us-east-1",
+                               "access_key_id": "{}", "secret_access_key": "{}"}}]}}"#,
+            ADMIN.0, ADMIN.1
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(config.limits.default_source_ip_rps, 2);
+    let binding = |bucket: &str, rps: u32| {
+        let b = AnonymousBinding {
+            bucket: bucket.into(),
+            backend: "local".into(),
+            per_source_ip_rps: rps,
+        };
+        (b.bucket.clone(), b)
+    };
+    let anonymous = [binding("public", 0), binding("trickle", 1)].into();
+    let service = Service::build(
+        config,
+        SnapshotHandle::new(Snapshot::new(HashMap::new(), anonymous)),
+        Metrics::new(),
+        None,
+        Box::new(FixedClock),
+    );
+
+    let resp = service.decide(&unsigned("GET", "/public/logo.png", "10.0.0.1"));
+    let (set, _) = forwarded(&resp);
+    assert_eq!(set[":path"], "/public/logo.png");
+    assert_eq!(set[ext_authz::CLUSTER_HEADER], "backend_local");
+    assert_signed_for_upstream(&set, "GET", ADMIN);
+    let audit = metadata(&resp, ext_authz::AUDIT_METADATA).unwrap();
+    assert!(audit.contains("\"anonymous\""), "{audit}");
+    // The clock stands still: the proxy default (2) per address.
+    forwarded(&service.decide(&unsigned("HEAD", "/public/logo.png", "10.0.0.1")));
+    let (status, headers, _) =
+        denied(&service.decide(&unsigned("GET", "/public/logo.png", "10.0.0.1")));
+    assert_eq!(status, 429);
+    assert!(headers.contains_key("retry-after"));
+    // Another address has its own budget.
+    forwarded(&service.decide(&unsigned("GET", "/public/logo.png", "10.0.0.2")));
+    // A binding's own rate wins over the default.
+    forwarded(&service.decide(&unsigned("GET", "/trickle/a", "10.0.0.3")));
+    assert_eq!(
+        denied(&service.decide(&unsigned("GET", "/trickle/a", "10.0.0.3"))).0,
+        429
+    );
+
+    // Reads only, bound buckets only.
+    let (status, _, body) =
+        denied(&service.decide(&unsigned("PUT", "/public/logo.png", "10.0.0.4")));
+    assert_eq!(status, 403, "{body}");
+    let (status, _, body) = denied(&service.decide(&unsigned("GET", "/alpha/x", "10.0.0.4")));
+    assert_eq!(status, 403);
+    assert!(body.contains("<Code>AccessDenied</Code>"), "{body}");
 }

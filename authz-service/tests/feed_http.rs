@@ -9,7 +9,7 @@ use bucketgate_authz::admin::{AppState, app};
 use bucketgate_authz::broker::{Broker, SnapshotHandle};
 use bucketgate_authz::metrics::Metrics;
 use bucketgate_authz::upstream::AdminCredentialsHandle;
-use bucketgate_core::credential::{Credential, Scope};
+use bucketgate_core::credential::{AnonymousBinding, Credential, Scope};
 use bucketgate_core::feed::{FEED_PATH, FeedSnapshot};
 use bucketgate_core::resign::AdminCredentials;
 use http_body_util::BodyExt;
@@ -47,6 +47,7 @@ impl Fixture {
             upstream: self.upstream.clone(),
             metrics: self.metrics.clone(),
             feed_token: Some(TOKEN.into()),
+            feed_sigv2: true,
         })
         .oneshot(req.body(Body::empty()).unwrap())
         .await
@@ -68,6 +69,23 @@ impl Fixture {
             .get(header::ETAG)
             .map(|v| v.to_str().unwrap().to_owned());
         (s, etag, body)
+    }
+
+    /// One page of two credentials (`after`), asked with `etag`; must be 200.
+    async fn page(&self, after: Option<&str>, etag: Option<&str>) -> (String, FeedSnapshot) {
+        let mut path = format!("{FEED_REGION}&limit=2");
+        if let Some(a) = after {
+            path.push_str(&format!("&after={a}"));
+        }
+        let auth = format!("Bearer {TOKEN}");
+        let mut h = vec![("authorization", auth.as_str())];
+        if let Some(e) = etag {
+            h.push(("if-none-match", e));
+        }
+        let (s, headers, body) = self.get(&path, &h).await;
+        assert_eq!(s, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+        let etag = headers[header::ETAG].to_str().unwrap().to_owned();
+        (etag, FeedSnapshot::parse(&body).unwrap())
     }
 }
 
@@ -102,6 +120,7 @@ async fn the_feed_needs_the_token() {
         upstream: f.upstream.clone(),
         metrics: f.metrics.clone(),
         feed_token: None,
+        feed_sigv2: false,
     })
     .oneshot(
         Request::get(FEED_PATH)
@@ -129,6 +148,10 @@ async fn not_ready_until_every_source_has_loaded() {
     assert!(String::from_utf8_lossy(&body).contains("Kubernetes"));
     assert_eq!(f.feed(None).await.0, StatusCode::SERVICE_UNAVAILABLE);
     f.broker.set_kubernetes(vec![]);
+    let (s, _, body) = f.get("/readyz", &[]).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(String::from_utf8_lossy(&body).contains("anonymous-binding"));
+    f.broker.set_kubernetes_anonymous(vec![]);
     assert_eq!(f.get("/readyz", &[]).await.0, StatusCode::OK);
     assert_eq!(f.feed(None).await.0, StatusCode::OK);
 }
@@ -272,6 +295,71 @@ async fn etag_follows_content_and_answers_304() {
     );
 }
 
+fn public(bucket: &str, rps: u32) -> AnonymousBinding {
+    AnonymousBinding {
+        bucket: bucket.into(),
+        backend: "main".into(),
+        per_source_ip_rps: rps,
+    }
+}
+
+#[tokio::test]
+async fn anonymous_bindings_ride_the_first_page_of_every_answer() {
+    let f = Fixture::new(false);
+    let creds = || vec![cred("K1", "s1"), cred("K2", "s2"), cred("K3", "s3")];
+    f.broker.set_sqlite_all(creds(), vec![]);
+    let auth = format!("Bearer {TOKEN}");
+    // No binding: the first page says so (an empty list), the next one
+    // carries no `anonymous` at all.
+    let (etag, first) = f.page(None, None).await;
+    assert_eq!(first.anonymous, Some(vec![]));
+    assert_eq!(first.next.as_deref(), Some("K2"));
+    let (_, second) = f.page(Some("K2"), None).await;
+    assert_eq!(second.anonymous, None);
+    assert_eq!(second.credentials.len(), 1);
+
+    // A binding alone changes the version; the filter's poll gets a delta
+    // with no key and every binding.
+    f.broker
+        .set_sqlite_all(creds(), vec![public("zeta", 0), public("assets", 4)]);
+    let (etag2, delta) = f.page(None, Some(&etag)).await;
+    assert_ne!(etag2, etag);
+    assert!(delta.delta, "{delta:?}");
+    assert!(delta.credentials.is_empty() && delta.removed.is_empty());
+    assert_eq!(delta.next, None);
+    assert_eq!(
+        delta.anonymous,
+        Some(vec![public("assets", 4), public("zeta", 0)])
+    );
+    // Unchanged since: 304.
+    let (s, _, _) = f
+        .get(
+            &format!("{FEED_REGION}&limit=2"),
+            &[("authorization", &auth), ("if-none-match", &etag2)],
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_MODIFIED);
+    // A whole answer in one body (no `limit`) carries them too.
+    let (_, _, body) = f.feed(None).await;
+    let whole = FeedSnapshot::parse(&body).unwrap();
+    assert!(!whole.delta && whole.credentials.len() == 3);
+    assert_eq!(whole.anonymous.as_ref().map(Vec::len), Some(2));
+
+    // A key and a binding change together: the delta's first page has the
+    // bindings as they are now, its later page none.
+    f.broker.set_sqlite_all(
+        vec![cred("K1", "s1"), cred("K2", "new"), cred("K3", "new")],
+        vec![public("zeta", 0)],
+    );
+    let (_, d1) = f.page(None, Some(&etag2)).await;
+    assert!(d1.delta);
+    assert_eq!(d1.anonymous, Some(vec![public("zeta", 0)]));
+    assert_eq!(d1.credentials.len(), 2);
+    assert_eq!(d1.next, None, "two changed keys fit one page");
+    let (_, d2) = f.page(Some("K2"), Some(&etag2)).await;
+    assert_eq!((d2.anonymous, d2.credentials.len()), (None, 1));
+}
+
 #[tokio::test]
 async fn metrics_show_cache_size_sync_state_and_feed_answers() {
     let f = Fixture::new(false);
@@ -303,4 +391,27 @@ async fn metrics_show_cache_size_sync_state_and_feed_answers() {
     ] {
         assert!(text.contains(line), "{line} missing in\n{text}");
     }
+}
+
+/// SigV2 keys reach a filter only when it asks (`sigv2=1`) and the broker
+/// allows it (`feed.sigv2_keys`, on in this fixture); the answer's version
+/// says which it is.
+#[tokio::test]
+async fn sigv2_keys_only_when_asked_and_allowed() {
+    let f = Fixture::new(false);
+    f.broker.set_sqlite(vec![cred("K1", "s1")]);
+    let auth = format!("Bearer {TOKEN}");
+    let h = [("authorization", auth.as_str())];
+    let (s, plain_headers, plain) = f.get(FEED_REGION, &h).await;
+    assert_eq!(s, StatusCode::OK);
+    let plain = FeedSnapshot::parse(&plain).unwrap();
+    assert!(plain.credentials[0].sigv2_key.is_none());
+    let (s, v2_headers, v2) = f.get(&format!("{FEED_REGION}&sigv2=1"), &h).await;
+    assert_eq!(s, StatusCode::OK);
+    let v2 = FeedSnapshot::parse(&v2).unwrap();
+    let want = bucketgate_core::sigv2::V2Key::from_secret(&bucketgate_core::SecretKey::new("s1"));
+    let cred = v2.credentials[0].to_credential().unwrap();
+    assert_eq!(cred.sigv2_key.as_ref(), Some(&want));
+    assert!(!String::from_utf8_lossy(&serde_json::to_vec(&v2).unwrap()).contains("s1\""));
+    assert_ne!(plain_headers[header::ETAG], v2_headers[header::ETAG]);
 }

@@ -1,7 +1,8 @@
 //! The Kubernetes source driven through kube-rs's client over a
 //! `tower_test` mock API server: list, watch, modify, delete, the label
 //! selector, contract parsing (expiry, bucket_scopes, quota), readiness,
-//! and the API server going away after the first sync.
+//! and the API server going away after the first sync; the same for the
+//! anonymous-binding Secrets (`kube_source::run_anonymous`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[path = "../../core/tests/support/signer.rs"]
@@ -14,8 +15,10 @@ use bucketgate_authz::broker::{Broker, Readiness, SnapshotHandle};
 use bucketgate_authz::kube_source;
 use bucketgate_authz::metrics::Metrics;
 use bucketgate_core::chunked::ChunkLimits;
-use bucketgate_core::contract::{self, ClaimRef, InternalRecord, SELECTOR_INTERNAL};
-use bucketgate_core::credential::{Credential, Scope};
+use bucketgate_core::contract::{
+    self, ClaimRef, InternalRecord, SELECTOR_ANONYMOUS, SELECTOR_INTERNAL, SecretParts,
+};
+use bucketgate_core::credential::{AnonymousBinding, Credential, Scope};
 use bucketgate_core::gateway::{Action, Backend, Context, Gateway, NoUsage};
 use bucketgate_core::limits::{LimiterConfig, RateLimiter};
 use bucketgate_core::resign::{AdminCredentials, UpstreamAddressing};
@@ -45,6 +48,23 @@ fn secret(
         1,
         c,
     ));
+    to_secret(parts, rv)
+}
+
+/// An anonymous-binding Secret as the operator writes it
+/// (`contract::render_anonymous`).
+fn binding_secret(uid: &str, backend: &str, bucket: &str, rps: u32, rv: &str) -> Secret {
+    to_secret(
+        contract::render_anonymous(&contract::AnonymousBinding {
+            claim: ClaimRef::new("team-a", "public", uid),
+            scope: Scope::new(backend, bucket),
+            per_source_ip_rps: rps,
+        }),
+        rv,
+    )
+}
+
+fn to_secret(parts: SecretParts, rv: &str) -> Secret {
     Secret {
         metadata: ObjectMeta {
             name: Some(parts.name),
@@ -158,10 +178,31 @@ fn start_source(
     let handle = SnapshotHandle::default();
     let broker = Broker::new(handle.clone(), Metrics::new(), true);
     broker.set_sqlite(vec![]);
+    // Only the internal Secrets' reflector talks to this API server; the
+    // bindings' one is done (with nothing).
+    broker.set_kubernetes_anonymous(vec![]);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(kube_source::run(
         kube::Api::namespaced(client, NS),
         SELECTOR_INTERNAL.to_owned(),
+        broker.clone(),
+        stop_rx,
+    ));
+    (broker, handle, stop_tx)
+}
+
+/// The anonymous-binding reflector alone (the internal Secrets synced empty).
+fn start_anonymous_source(
+    client: kube::Client,
+) -> (Broker, SnapshotHandle, tokio::sync::watch::Sender<bool>) {
+    let handle = SnapshotHandle::default();
+    let broker = Broker::new(handle.clone(), Metrics::new(), true);
+    broker.set_sqlite(vec![]);
+    broker.set_kubernetes(vec![]);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(kube_source::run_anonymous(
+        kube::Api::namespaced(client, NS),
+        SELECTOR_ANONYMOUS.to_owned(),
         broker.clone(),
         stop_rx,
     ));
@@ -385,6 +426,7 @@ fn verifies(handle: &SnapshotHandle, akid: &str, secret: &str) -> bool {
         &parts,
         Context {
             credentials: &*snap,
+            anonymous: &snap.anonymous,
             limiter: &mut RateLimiter::new(LimiterConfig::default()),
             usage: &NoUsage,
             cache: &FixedKeyCache::<4>::default(),
@@ -451,4 +493,141 @@ async fn not_ready_while_the_first_list_fails() {
     api.reply(Reply::List(vec![], "1"));
     until("sync", || broker.readiness() == Readiness::Ready).await;
     assert!(handle.load().credentials.is_empty());
+}
+
+/// An unsigned GET of `path` (what an anonymous client sends), decided
+/// against the current snapshot.
+fn anonymous_read_forwarded(handle: &SnapshotHandle, path: &str) -> bool {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let hs = [(":authority", "gw:8090")];
+    let parts = RequestParts::new("GET", path, &hs);
+    let snap = handle.load();
+    let outcome = gateway().handle(
+        &parts,
+        Context {
+            credentials: &*snap,
+            anonymous: &snap.anonymous,
+            limiter: &mut RateLimiter::new(LimiterConfig::default()),
+            usage: &NoUsage,
+            cache: &FixedKeyCache::<4>::default(),
+            source_ip: Some("10.0.0.1"),
+            now_ms: now,
+        },
+    );
+    matches!(outcome.action, Action::Forward(_))
+}
+
+#[tokio::test]
+async fn anonymous_bindings_list_watch_and_skip_broken_secrets() {
+    let (mut api, client) = ApiServer::start();
+    let (broker, handle, _stop) = start_anonymous_source(client);
+    assert!(
+        matches!(broker.readiness(), Readiness::NotReady(m) if m.contains("anonymous-binding"))
+    );
+
+    let uri = api.next_uri().await;
+    assert!(
+        uri.starts_with(&format!("/api/v1/namespaces/{NS}/secrets?")),
+        "{uri}"
+    );
+    assert!(
+        uri.contains("labelSelector=broker.stowage.io%2Frole%3Danonymous-binding"),
+        "{uri}"
+    );
+    // A mode other than ReadOnly grants nothing; a binding without a
+    // backend, or with a number that is not one, does not follow the
+    // contract; none of them stops the others.
+    let mut mode_none = binding_secret("uid-none", "main", "private", 0, "2");
+    mode_none.data.as_mut().unwrap().insert(
+        contract::KEY_ANONYMOUS_MODE.into(),
+        ByteString(contract::ANONYMOUS_MODE_NONE.into()),
+    );
+    let mut no_backend = binding_secret("uid-nb", "main", "nobackend", 0, "3");
+    no_backend
+        .data
+        .as_mut()
+        .unwrap()
+        .remove(contract::KEY_BACKEND);
+    let mut bad_rps = binding_secret("uid-rps", "main", "badrps", 0, "4");
+    bad_rps.data.as_mut().unwrap().insert(
+        contract::KEY_ANONYMOUS_PER_SOURCE_IP_RPS.into(),
+        ByteString(b"lots".to_vec()),
+    );
+    let mut not_utf8 = binding_secret("uid-utf8", "main", "notutf8", 0, "5");
+    not_utf8
+        .data
+        .as_mut()
+        .unwrap()
+        .insert(contract::KEY_BUCKET_NAME.into(), ByteString(vec![0xff]));
+    api.reply(Reply::List(
+        vec![
+            binding_secret("uid-pub", "main", "public-assets", 0, "1"),
+            mode_none,
+            no_backend,
+            bad_rps,
+            not_utf8,
+        ],
+        "5",
+    ));
+    until("first sync", || broker.readiness() == Readiness::Ready).await;
+    let snap = handle.load();
+    assert_eq!(
+        snap.anonymous_sorted(),
+        vec![AnonymousBinding {
+            bucket: "public-assets".into(),
+            backend: "main".into(),
+            per_source_ip_rps: 0,
+        }]
+    );
+    assert!(anonymous_read_forwarded(&handle, "/public-assets/logo.png"));
+    assert!(!anonymous_read_forwarded(&handle, "/private/logo.png"));
+
+    // A modified rate, then the binding's deletion: anonymous reads stop.
+    let uri = api.next_uri().await;
+    assert!(
+        uri.contains("watch=true") && uri.contains("resourceVersion=5"),
+        "{uri}"
+    );
+    api.reply(Reply::Watch(vec![WatchEvent::Modified(binding_secret(
+        "uid-pub",
+        "main",
+        "public-assets",
+        7,
+        "6",
+    ))]));
+    until("modification", || {
+        handle
+            .load()
+            .anonymous
+            .get("public-assets")
+            .is_some_and(|b| b.per_source_ip_rps == 7)
+    })
+    .await;
+    api.next_uri().await;
+    api.reply(Reply::Watch(vec![WatchEvent::Deleted(binding_secret(
+        "uid-pub",
+        "main",
+        "public-assets",
+        7,
+        "7",
+    ))]));
+    until("deletion", || handle.load().anonymous.is_empty()).await;
+    assert!(!anonymous_read_forwarded(
+        &handle,
+        "/public-assets/logo.png"
+    ));
+}
+
+#[tokio::test]
+async fn an_empty_binding_list_is_a_sync() {
+    let (mut api, client) = ApiServer::start();
+    let (broker, handle, _stop) = start_anonymous_source(client);
+    api.next_uri().await;
+    assert!(matches!(broker.readiness(), Readiness::NotReady(_)));
+    api.reply(Reply::List(vec![], "1"));
+    until("sync", || broker.readiness() == Readiness::Ready).await;
+    assert!(handle.load().anonymous.is_empty());
 }

@@ -7,7 +7,7 @@ use bucketgate_authz::metrics::Metrics;
 use bucketgate_authz::store::seal::{KeyOrigin, Sealer};
 use bucketgate_authz::store::sync::sync_once;
 use bucketgate_authz::store::{Store, StoreError, generate_access_key_id, generate_secret};
-use bucketgate_core::credential::{Credential, Scope};
+use bucketgate_core::credential::{AnonymousBinding, Credential, Scope};
 
 const KEY_A: &str = "4f7a1c0d9b2e3f405162738495a6b7c8d9e0f1a2b3c4d5e6f708192a3b4c5d6e";
 const KEY_B: &str = "0000000000000000000000000000000000000000000000000000000000000001";
@@ -135,7 +135,8 @@ fn migration_from_empty_and_from_version_1() {
     {
         let conn = rusqlite::Connection::open(&v1).unwrap();
         conn.execute_batch(
-            "ALTER TABLE credentials DROP COLUMN description; PRAGMA user_version = 1;",
+            "ALTER TABLE credentials DROP COLUMN description; DROP TABLE anonymous_bindings;
+             PRAGMA user_version = 1;",
         )
         .unwrap();
     }
@@ -144,6 +145,115 @@ fn migration_from_empty_and_from_version_1() {
     let all = store.list().unwrap();
     assert_eq!(all[0].credential, full_credential());
     assert_eq!(all[0].description, None);
+}
+
+#[test]
+fn migration_from_version_2_adds_the_binding_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let v2 = dir.path().join("v2.db");
+    {
+        let store = Store::open(&v2, sealer(KEY_A)).unwrap();
+        store.insert(&full_credential(), Some("x"), 5).unwrap();
+    }
+    {
+        // As the release before anonymous bindings left it.
+        let conn = rusqlite::Connection::open(&v2).unwrap();
+        conn.execute_batch("DROP TABLE anonymous_bindings; PRAGMA user_version = 2;")
+            .unwrap();
+    }
+    let store = Store::open(&v2, sealer(KEY_A)).unwrap();
+    assert_eq!(store.schema_version().unwrap(), Store::latest_schema());
+    assert_eq!(store.list().unwrap()[0].credential, full_credential());
+    assert!(store.list_anonymous().unwrap().is_empty());
+    store
+        .add_anonymous(&binding("public", "main", 0), 6)
+        .unwrap();
+    assert_eq!(store.list_anonymous().unwrap().len(), 1);
+}
+
+fn binding(bucket: &str, backend: &str, rps: u32) -> AnonymousBinding {
+    AnonymousBinding {
+        bucket: bucket.into(),
+        backend: backend.into(),
+        per_source_ip_rps: rps,
+    }
+}
+
+#[test]
+fn anonymous_bindings_round_trip_and_reach_the_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("creds.db");
+    let reader = Store::open(&path, sealer(KEY_A)).unwrap();
+    let writer = Store::open(&path, sealer(KEY_A)).unwrap();
+    let handle = SnapshotHandle::default();
+    let broker = Broker::new(handle.clone(), Metrics::new(), false);
+    let v0 = sync_once(&reader, &broker, None).unwrap();
+    let empty = handle.load().version;
+
+    writer
+        .add_anonymous(&binding("zeta-assets", "main", 0), 10)
+        .unwrap();
+    writer
+        .add_anonymous(&binding("alpha.docs", "archive", 25), 11)
+        .unwrap();
+    // One binding per bucket.
+    assert!(matches!(
+        writer.add_anonymous(&binding("zeta-assets", "other", 1), 12),
+        Err(StoreError::AnonymousExists(b)) if b == "zeta-assets"
+    ));
+    for bad in [
+        binding("UPPER", "main", 0),
+        binding("a/b", "main", 0),
+        binding("ab", "main", 0),
+        binding("fine-bucket", "", 0),
+        binding("fine-bucket", " main", 0),
+    ] {
+        assert!(
+            matches!(
+                writer.add_anonymous(&bad, 12),
+                Err(StoreError::InvalidAnonymous(_))
+            ),
+            "{bad:?}"
+        );
+    }
+    let listed = writer.list_anonymous().unwrap();
+    assert_eq!(
+        listed
+            .iter()
+            .map(|s| (s.binding.clone(), s.created_at))
+            .collect::<Vec<_>>(),
+        vec![
+            (binding("alpha.docs", "archive", 25), 11),
+            (binding("zeta-assets", "main", 0), 10),
+        ]
+    );
+
+    // The poller loads them with the credentials: a new version.
+    let v1 = sync_once(&reader, &broker, Some(v0)).unwrap();
+    let snap = handle.load();
+    assert_ne!(snap.version, empty);
+    assert_eq!(
+        snap.anonymous_sorted(),
+        vec![
+            binding("alpha.docs", "archive", 25),
+            binding("zeta-assets", "main", 0)
+        ]
+    );
+
+    writer.remove_anonymous("zeta-assets").unwrap();
+    assert!(matches!(
+        writer.remove_anonymous("zeta-assets"),
+        Err(StoreError::AnonymousNotFound(_))
+    ));
+    let v2 = sync_once(&reader, &broker, Some(v1)).unwrap();
+    assert_eq!(
+        handle.load().anonymous_sorted(),
+        vec![binding("alpha.docs", "archive", 25)]
+    );
+    writer.remove_anonymous("alpha.docs").unwrap();
+    sync_once(&reader, &broker, Some(v2)).unwrap();
+    assert!(handle.load().anonymous.is_empty());
+    assert_eq!(handle.load().version, empty);
 }
 
 #[test]

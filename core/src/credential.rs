@@ -8,6 +8,7 @@ use crate::date::UnixSeconds;
 use crate::derived::{DerivedKeys, KeyRef};
 use crate::error::DenyReason;
 use crate::secret::SecretKey;
+use crate::sigv2::V2Key;
 
 /// One (backend, bucket) pair a credential may use. Serialised as
 /// `{"bucket": …, "backend": …}`, the `bucket_scopes` wire form.
@@ -26,6 +27,30 @@ impl Scope {
     }
 }
 
+/// An anonymous (ReadOnly) binding as the data plane needs it: unsigned
+/// reads of `scope.bucket` are forwarded to `scope.backend`, each source
+/// address limited to `per_source_ip_rps` (0: the proxy default,
+/// `s3_proxy.anonymous_per_source_ip_rps`). From the contract's
+/// anonymous-binding Secret or the SQLite store; Serialised as
+/// `{"bucket": …, "backend": …, "per_source_ip_rps": n}` (feed, plugin config).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnonymousBinding {
+    pub bucket: String,
+    pub backend: String,
+    #[serde(default)]
+    pub per_source_ip_rps: u32,
+}
+
+impl AnonymousBinding {
+    pub fn scope(&self) -> Scope {
+        Scope::new(self.backend.clone(), self.bucket.clone())
+    }
+}
+
+/// Anonymous bindings by bucket name (a bucket has at most one).
+pub type AnonymousBindings = std::collections::HashMap<String, AnonymousBinding>;
+
 /// A virtual credential.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Credential {
@@ -42,9 +67,24 @@ pub struct Credential {
     /// In the data plane, from the broker's feed: date-scoped derived keys
     /// instead of the secret (which is then empty). See [`crate::derived`].
     pub signing_keys: Option<DerivedKeys>,
+    /// From the broker's feed, when it may send them: the SigV2 key
+    /// ([`crate::sigv2::V2Key`]); with the secret at hand it is derived.
+    pub sigv2_key: Option<V2Key>,
 }
 
 impl Credential {
+    /// What SigV2 signatures are checked with, if this credential can
+    /// check them (a feed credential without its SigV2 key cannot).
+    pub fn sigv2_key(&self) -> Option<std::borrow::Cow<'_, V2Key>> {
+        match (&self.sigv2_key, &self.signing_keys) {
+            (Some(k), _) => Some(std::borrow::Cow::Borrowed(k)),
+            (None, None) if !self.secret.is_empty() => {
+                Some(std::borrow::Cow::Owned(V2Key::from_secret(&self.secret)))
+            }
+            _ => None,
+        }
+    }
+
     /// What the tenant's signatures are checked with.
     pub fn key(&self) -> KeyRef<'_> {
         match &self.signing_keys {
@@ -68,6 +108,7 @@ impl Credential {
             quota_soft_bytes: None,
             quota_hard_bytes: None,
             signing_keys: None,
+            sigv2_key: None,
         }
     }
 

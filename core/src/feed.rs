@@ -42,7 +42,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use crate::credential::{Credential, Scope};
+use crate::credential::{AnonymousBinding, Credential, Scope};
 use crate::crypto::SigningKey;
 use crate::date::UnixSeconds;
 use crate::derived::{self, DerivedKeys};
@@ -57,6 +57,8 @@ pub const REGION_PARAM: &str = "region";
 pub const LIMIT_PARAM: &str = "limit";
 /// The query parameter continuing a paged answer after that access key.
 pub const AFTER_PARAM: &str = "after";
+/// The query parameter asking for SigV2 keys too (`sigv2=1`).
+pub const SIGV2_PARAM: &str = "sigv2";
 /// The largest page a filter may ask for.
 pub const MAX_PAGE: usize = 10_000;
 
@@ -68,6 +70,11 @@ pub struct FeedSnapshot {
     pub credentials: Vec<FeedCredential>,
     #[serde(default)]
     pub backends: Vec<FeedBackend>,
+    /// Every anonymous (ReadOnly) binding the broker knows, whole (they are
+    /// few): on the first page of every answer, whole or delta; `None` on
+    /// later pages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anonymous: Option<Vec<AnonymousBinding>>,
     /// Access keys gone since the requester's version (delta answers only).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub removed: Vec<String>,
@@ -135,6 +142,10 @@ pub struct FeedCredential {
     pub quota_soft_bytes: Option<u64>,
     #[serde(default)]
     pub quota_hard_bytes: Option<u64>,
+    /// The SigV2 key (80 hex digits, [`crate::sigv2::V2Key`]): only when
+    /// the filter asked (`sigv2=1`) and the broker may send it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sigv2_key: Option<Zeroizing<String>>,
 }
 
 /// Upstream admin credentials of one backend, by backend name.
@@ -206,7 +217,16 @@ impl FeedCredential {
             disabled: c.disabled,
             quota_soft_bytes: c.quota_soft_bytes,
             quota_hard_bytes: c.quota_hard_bytes,
+            sigv2_key: None,
         }
+    }
+
+    /// The same, carrying the credential's SigV2 key (which verifies, and
+    /// could forge, SigV2 signatures of this key until its secret rotates:
+    /// sent only where SigV2 is allowed).
+    pub fn with_sigv2_key(mut self, c: &Credential) -> Self {
+        self.sigv2_key = c.sigv2_key().map(|k| k.to_wire());
+        self
     }
 
     /// The data plane's credential: no secret, the derived keys.
@@ -222,6 +242,12 @@ impl FeedCredential {
         c.disabled = self.disabled;
         c.quota_soft_bytes = self.quota_soft_bytes;
         c.quota_hard_bytes = self.quota_hard_bytes;
+        if let Some(k) = &self.sigv2_key {
+            c.sigv2_key =
+                Some(crate::sigv2::V2Key::from_wire(k).ok_or_else(|| {
+                    format!("the SigV2 key of {} is malformed", self.access_key_id)
+                })?);
+        }
         Ok(c)
     }
 }
@@ -272,6 +298,15 @@ impl FeedSnapshot {
         if feed.next.as_deref() == Some("") {
             return Err("an empty page cursor".into());
         }
+        let mut buckets = std::collections::HashSet::new();
+        for b in feed.anonymous.iter().flatten() {
+            if b.bucket.is_empty() || b.backend.is_empty() || !buckets.insert(b.bucket.as_str()) {
+                return Err(format!(
+                    "anonymous binding {:?} is empty or names its bucket twice",
+                    b.bucket
+                ));
+            }
+        }
         Ok(feed)
     }
 
@@ -301,6 +336,7 @@ impl FeedSnapshot {
             version,
             credentials,
             backends,
+            anonymous: None,
             removed: Vec::new(),
             delta: false,
             next: None,

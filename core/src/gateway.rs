@@ -9,14 +9,17 @@ use std::ops::Deref;
 
 use crate::body;
 use crate::chunked::{ChunkLimits, ChunkResigner, ChunkSigner, StreamingMode};
-use crate::credential::{Credential, Scope};
+use crate::credential::{AnonymousBindings, Credential, Scope};
 use crate::error::{AccessDeniedReason, DenyReason};
 use crate::http::RequestParts;
 use crate::limits::{RateLimiter, quota_precheck};
 use crate::policy;
 use crate::request::{self, Operation, S3Request};
-use crate::resign::{AdminCredentials, Resigned, Resource, Upstream, UpstreamAddressing, resign};
-use crate::sigv4::{PayloadMode, SigningKeyCache, Verifier, parse_auth};
+use crate::resign::{
+    AdminCredentials, ClientSigning, Resigned, Resource, StripQuery, Upstream, UpstreamAddressing,
+    resign_as,
+};
+use crate::sigv4::{AuthLocation, PayloadMode, SigningKeyCache, Verifier, parse_auth};
 
 /// One upstream S3 service and the admin key the gateway signs with.
 #[derive(Clone, Debug)]
@@ -242,6 +245,8 @@ impl Outcome {
 #[allow(missing_debug_implementations)]
 pub struct Context<'c, C: CredentialSource> {
     pub credentials: &'c C,
+    /// Anonymous (ReadOnly) bindings by bucket.
+    pub anonymous: &'c AnonymousBindings,
     pub limiter: &'c mut dyn RateLimit,
     pub usage: &'c dyn QuotaUsage,
     pub cache: &'c dyn SigningKeyCache,
@@ -291,7 +296,7 @@ impl Gateway {
         &self,
         parts: &RequestParts<'_>,
         s3: &S3Request<'_>,
-        cx: Context<'_, C>,
+        mut cx: Context<'_, C>,
         akid: &mut Option<String>,
     ) -> Result<Action, DenyReason> {
         let now = (cx.now_ms / 1000) as i64;
@@ -300,8 +305,37 @@ impl Gateway {
         if let Some(ip) = cx.source_ip {
             cx.limiter.auth_failures(ip, false, cx.now_ms)?;
         }
-        let authenticated = parse_auth(parts).and_then(|auth| {
-            // Anonymous bindings are not served yet: no credentials, no access.
+        let auth = match parse_auth(parts) {
+            // No SigV4 signature (none at all, or a scheme SigV4 does not
+            // know): SigV2 when enabled, else an anonymous binding's read.
+            Ok(None) | Err(DenyReason::UnsupportedAuthorization) => {
+                match crate::sigv2::parse(parts) {
+                    Ok(Some(v2)) if self.verifier.sigv2 => {
+                        *akid = Some(v2.access_key_id().to_owned());
+                        let r = self.sigv2(parts, s3, &v2, &mut cx);
+                        return charge_failure(r, &mut cx);
+                    }
+                    // SigV2 is refused here, never taken for anonymous.
+                    Ok(Some(v2)) => {
+                        *akid = Some(v2.access_key_id().to_owned());
+                        Err(DenyReason::UnsupportedAuthorization)
+                    }
+                    Err(e) if self.verifier.sigv2 => return charge_failure(Err(e), &mut cx),
+                    Ok(None) | Err(_) => parse_auth(parts),
+                }
+            }
+            other => other,
+        };
+        let auth = match auth {
+            Ok(None) => {
+                // No signature at all: an anonymous binding's read, or nothing.
+                *akid = Some(ANONYMOUS.to_owned());
+                let r = self.anonymous(parts, s3, &mut cx);
+                return charge_failure(r, &mut cx);
+            }
+            other => other,
+        };
+        let authenticated = auth.and_then(|auth| {
             let auth = auth.ok_or(DenyReason::AccessDenied(AccessDeniedReason::Anonymous))?;
             *akid = Some(auth.access_key_id().to_owned());
             let cred = cx
@@ -323,6 +357,55 @@ impl Gateway {
                 return Err(e);
             }
         };
+        let signing = ClientSigning::sigv4(&verified.auth);
+        let action = self.authorized(
+            parts,
+            s3,
+            &cred,
+            (verified.auth.location, verified.auth.payload),
+            &signing,
+            &mut cx,
+        )?;
+        let Action::Forward(mut f) = action else {
+            return Ok(action);
+        };
+        f.chunks = streaming_mode(verified.auth.payload).map(|mode| {
+            ChunkResigner::new(
+                mode,
+                ChunkSigner::new(
+                    verified.signing_key.clone(),
+                    verified.auth.amz_date,
+                    verified.auth.scope(),
+                    verified.seed_signature,
+                ),
+                ChunkSigner::new(
+                    f.resigned.signing_key.clone(),
+                    f.resigned.amz_date,
+                    f.resigned.scope.clone(),
+                    f.resigned.seed_signature,
+                ),
+                verified.auth.decoded_content_length,
+                self.chunk_limits,
+            )
+        });
+        Ok(Action::Forward(f))
+    }
+
+    /// What every authenticated request goes through once its signature
+    /// verified: rate limits, scope (or the local ListBuckets), the header
+    /// allowlist, body inspection, quota, and re-signing as `signing`
+    /// says. `auth` is where the signature was and what the payload hash
+    /// declared.
+    fn authorized<C: CredentialSource>(
+        &self,
+        parts: &RequestParts<'_>,
+        s3: &S3Request<'_>,
+        cred: &Credential,
+        auth: (AuthLocation, PayloadMode<'_>),
+        signing: &ClientSigning<'_>,
+        cx: &mut Context<'_, C>,
+    ) -> Result<Action, DenyReason> {
+        let now = (cx.now_ms / 1000) as i64;
         cx.limiter
             .check(Some(&cred.access_key_id), cred.rps, None, cx.now_ms)?;
 
@@ -337,10 +420,10 @@ impl Gateway {
             }
             Some(scope) => scope,
         };
-        policy::check_headers(parts, s3, verified.auth.location)?;
+        policy::check_headers(parts, s3, auth.0)?;
         let inspect_body = body::must_inspect(s3.operation);
         if inspect_body {
-            check_inspectable(parts, verified.auth.payload)?;
+            check_inspectable(parts, auth.1)?;
         }
         let (index, backend) = self
             .backend(&scope.backend)
@@ -365,34 +448,196 @@ impl Gateway {
             bucket: s3.bucket,
             raw_object_path: s3.raw_object_path,
         };
-        let resigned = resign(parts, &verified, resource, &upstream, cx.cache, now)?;
-        let chunks = streaming_mode(verified.auth.payload).map(|mode| {
-            ChunkResigner::new(
-                mode,
-                ChunkSigner::new(
-                    verified.signing_key.clone(),
-                    verified.auth.amz_date,
-                    verified.auth.scope(),
-                    verified.seed_signature,
-                ),
-                ChunkSigner::new(
-                    resigned.signing_key.clone(),
-                    resigned.amz_date,
-                    resigned.scope.clone(),
-                    resigned.seed_signature,
-                ),
-                verified.auth.decoded_content_length,
-                self.chunk_limits,
-            )
-        });
+        let resigned = resign_as(parts, signing, resource, &upstream, cx.cache, now)?;
         Ok(Action::Forward(Box::new(Forward {
             backend: index,
             resigned,
-            chunks,
+            chunks: None,
             inspect_body: inspect_body.then_some(s3.operation),
         })))
     }
+
+    /// A SigV2-signed request (header or presigned), when the gateway
+    /// accepts them: verified with the key's SigV2 key, then the same as a
+    /// SigV4 request, forwarded re-signed with SigV4. Query parameters the
+    /// SigV2 signature does not cover may only be harmless listing ones.
+    fn sigv2<C: CredentialSource>(
+        &self,
+        parts: &RequestParts<'_>,
+        s3: &S3Request<'_>,
+        v2: &crate::sigv2::V2Auth<'_>,
+        cx: &mut Context<'_, C>,
+    ) -> Result<Action, DenyReason> {
+        let now = (cx.now_ms / 1000) as i64;
+        let cred = cx
+            .credentials
+            .credential(v2.access_key_id())
+            .ok_or(DenyReason::InvalidAccessKeyId)?;
+        cred.check_usable(now)?;
+        // A key from the feed carries its SigV2 key only when the broker
+        // was allowed to send it.
+        let key = cred
+            .sigv2_key()
+            .ok_or(DenyReason::UnsupportedAuthorization)?;
+        let host_bucket = match s3.addressing {
+            crate::request::Addressing::VirtualHost => s3.bucket,
+            crate::request::Addressing::Path => None,
+        };
+        let verified = crate::sigv2::verify(
+            parts,
+            v2,
+            &key,
+            host_bucket,
+            now,
+            self.verifier.max_skew_secs,
+        )?;
+        check_sigv2_query(parts, verified.location)?;
+        let encoded = parts
+            .header_all("content-encoding")
+            .any(|v| v.to_ascii_lowercase().contains("aws-chunked"));
+        if encoded {
+            return Err(DenyReason::InvalidRequest(
+                "aws-chunked bodies need a SigV4 signature".into(),
+            ));
+        }
+        let signing = ClientSigning {
+            strip: match verified.location {
+                AuthLocation::Header => StripQuery::Nothing,
+                AuthLocation::Query => StripQuery::SigV2Presign,
+            },
+            payload: PayloadMode::UNSIGNED,
+            signed_headers: verified.signed_headers.iter().map(String::as_str).collect(),
+        };
+        let cred: &Credential = &cred;
+        self.authorized(
+            parts,
+            s3,
+            cred,
+            (verified.location, PayloadMode::Unsigned),
+            &signing,
+            cx,
+        )
+    }
 }
+
+/// Charges an authentication failure to the source address's budget.
+fn charge_failure<C: CredentialSource>(
+    r: Result<Action, DenyReason>,
+    cx: &mut Context<'_, C>,
+) -> Result<Action, DenyReason> {
+    if let (Err(e), Some(ip)) = (&r, cx.source_ip)
+        && e.is_authentication_failure()
+    {
+        // The budget's own refusal is what the client sees next time.
+        let _ = cx.limiter.auth_failures(ip, true, cx.now_ms);
+    }
+    r
+}
+
+/// Query parameters a SigV2 signature does not cover (anything but its
+/// sub-resources, its own parameters and, presigned, `x-amz-*` ones) could
+/// be added by whoever holds the URL: only parameters that refine a
+/// listing or name the SDK operation may be among them, never one that
+/// selects another operation (`?retention`, `?attributes`, …).
+fn check_sigv2_query(parts: &RequestParts<'_>, location: AuthLocation) -> Result<(), DenyReason> {
+    const HARMLESS: &[&str] = &[
+        "continuation-token",
+        "delimiter",
+        "encoding-type",
+        "fetch-owner",
+        "key-marker",
+        "list-type",
+        "marker",
+        "max-keys",
+        "max-parts",
+        "max-uploads",
+        "part-number-marker",
+        "prefix",
+        "start-after",
+        "upload-id-marker",
+        "version-id-marker",
+        "x-id",
+    ];
+    for (k, _) in crate::query::raw_pairs(parts.query()) {
+        let name = crate::query::decode(k);
+        let signed = crate::sigv2::is_subresource(&name)
+            || (location == AuthLocation::Query
+                && (crate::sigv2::param::ALL.contains(&name.as_ref())
+                    || name.to_ascii_lowercase().starts_with("x-amz-")));
+        if !signed && !HARMLESS.contains(&name.as_ref()) {
+            return Err(DenyReason::QueryParameterNotAllowed(name.into_owned()));
+        }
+    }
+    Ok(())
+}
+
+impl Gateway {
+    /// An unsigned request: forwarded, re-signed with the admin key, only
+    /// if its bucket has an anonymous (ReadOnly) binding and the operation
+    /// is a read the binding allows; each source address is limited to the
+    /// binding's rate.
+    fn anonymous<C: CredentialSource>(
+        &self,
+        parts: &RequestParts<'_>,
+        s3: &S3Request<'_>,
+        cx: &mut Context<'_, C>,
+    ) -> Result<Action, DenyReason> {
+        let binding = s3
+            .bucket
+            .and_then(|b| cx.anonymous.get(b))
+            .ok_or(DenyReason::AccessDenied(AccessDeniedReason::Anonymous))?;
+        let scope = binding.scope();
+        policy::authorize_anonymous(&scope, s3)?;
+        // Without an address (never from Envoy), every such request shares
+        // one budget: limited, not unlimited.
+        // The budget is the binding's, per source address (per /64 for IPv6).
+        let source = format!(
+            "{}|{}",
+            binding.bucket,
+            crate::limits::auth_failure_source(cx.source_ip.unwrap_or("-"))
+        );
+        cx.limiter.check(
+            None,
+            None,
+            Some((&source, binding.per_source_ip_rps)),
+            cx.now_ms,
+        )?;
+        policy::check_headers(parts, s3, AuthLocation::Header)?;
+        let (index, backend) = self
+            .backend(&scope.backend)
+            .ok_or(DenyReason::InternalError(
+                "binding names an unknown backend",
+            ))?;
+        let upstream = Upstream {
+            host: &backend.upstream_host,
+            region: &backend.region,
+            addressing: backend.addressing,
+            credentials: &backend.credentials,
+        };
+        let resource = Resource {
+            bucket: s3.bucket,
+            raw_object_path: s3.raw_object_path,
+        };
+        let now = (cx.now_ms / 1000) as i64;
+        let resigned = resign_as(
+            parts,
+            &ClientSigning::anonymous(),
+            resource,
+            &upstream,
+            cx.cache,
+            now,
+        )?;
+        Ok(Action::Forward(Box::new(Forward {
+            backend: index,
+            resigned,
+            chunks: None,
+            inspect_body: None,
+        })))
+    }
+}
+
+/// The audit row's `access_key_id` of a request that carried no signature.
+pub const ANONYMOUS: &str = "anonymous";
 
 fn deny(
     reason: DenyReason,

@@ -26,6 +26,7 @@ pub mod request;
 pub mod resign;
 pub mod secret;
 pub mod settings;
+pub mod sigv2;
 pub mod sigv4;
 
 pub use credential::{Credential, Scope};

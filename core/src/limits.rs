@@ -356,6 +356,10 @@ pub struct LimiterConfig {
 pub const DEFAULT_AUTH_FAILURE_RPS: u32 = 10;
 pub const DEFAULT_AUTH_FAILURE_BURST: u32 = 50;
 
+/// The default per-source-address rate of an anonymous binding that names
+/// none (`perSourceIPRPS: 0`, "the proxy default").
+pub const DEFAULT_ANONYMOUS_PER_SOURCE_IP_RPS: u32 = 20;
+
 /// Slots the shared-data limiter spreads source addresses over: a bounded
 /// number of keys whatever the number of addresses (two addresses in one
 /// slot share a budget).

@@ -8,6 +8,7 @@ pub mod poll;
 
 use std::sync::Arc;
 
+use crate::credential::{AnonymousBinding, AnonymousBindings};
 use crate::date::parse_rfc3339;
 use crate::gateway::{CredentialMap, Gateway};
 use crate::limits::LimiterConfig;
@@ -24,6 +25,9 @@ use crate::resign::UpstreamAddressing;
 struct Extras {
     #[serde(default)]
     credentials: Vec<RawCredential>,
+    /// Static anonymous (ReadOnly) bindings; the feed adds the broker's.
+    #[serde(default)]
+    anonymous: Vec<AnonymousBinding>,
     /// Live credentials from the broker (see `feed.rs`).
     #[serde(default)]
     feed: Option<poll::RawFeed>,
@@ -50,6 +54,8 @@ pub struct Config {
     /// Envoy cluster per backend, indexed like `gateway.backends`.
     pub clusters: Vec<String>,
     pub credentials: CredentialMap,
+    /// Anonymous bindings by bucket: the static ones, then the feed's.
+    pub anonymous: AnonymousBindings,
     pub limits: LimiterConfig,
     pub read_sample_rate: f64,
     /// Where to poll the broker's feed; `None`: static credentials only.
@@ -114,6 +120,24 @@ pub fn parse(json: &[u8]) -> Result<Config, String> {
             return Err(format!("{what} is defined twice"));
         }
     }
+    let mut anonymous = AnonymousBindings::new();
+    for b in extras.anonymous {
+        if !backends.iter().any(|x| x.name == b.backend) {
+            return Err(format!(
+                "anonymous binding of '{}' names unknown backend '{}'",
+                b.bucket, b.backend
+            ));
+        }
+        if b.bucket.is_empty() {
+            return Err("an anonymous binding needs a bucket".into());
+        }
+        if let Some(prev) = anonymous.insert(b.bucket.clone(), b) {
+            return Err(format!(
+                "bucket '{}' has two anonymous bindings",
+                prev.bucket
+            ));
+        }
+    }
     // The feed derives keys for the regions tenants sign for and the
     // backends are signed for.
     let mut regions: Vec<String> = shared.gateway.verifier.regions.clone();
@@ -124,12 +148,13 @@ pub fn parse(json: &[u8]) -> Result<Config, String> {
     }
     let feed = extras
         .feed
-        .map(|f| poll::FeedSettings::validate(f, regions))
+        .map(|f| poll::FeedSettings::validate(f, regions, shared.gateway.verifier.sigv2))
         .transpose()?;
     Ok(Config {
         gateway: shared.gateway,
         clusters: shared.clusters,
         credentials,
+        anonymous,
         limits: shared.limits,
         read_sample_rate: shared.read_sample_rate,
         feed,

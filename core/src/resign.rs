@@ -165,6 +165,59 @@ fn not_resigned(name: &str) -> bool {
         || name.starts_with(':')
 }
 
+/// How the tenant's request was authenticated, as far as re-signing
+/// cares: which query parameters were the tenant's signature (removed),
+/// what the upstream's `x-amz-content-sha256` says, and which client
+/// headers the tenant signed (carried through under our signature).
+#[derive(Clone, Debug)]
+pub struct ClientSigning<'a> {
+    pub strip: StripQuery,
+    /// The upstream's `x-amz-content-sha256`: a declared sha256, a
+    /// `STREAMING-*` value, or `UNSIGNED-PAYLOAD`.
+    pub payload: &'a str,
+    /// Lower-case client header names the tenant's signature covered.
+    pub signed_headers: Vec<&'a str>,
+}
+
+/// Query parameters that were the tenant's signature.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StripQuery {
+    /// Header authentication or none: the query is forwarded as sent.
+    Nothing,
+    /// A SigV4 presigned URL: its `X-Amz-*` parameters.
+    SigV4Presign,
+    /// A SigV2 presigned URL: `AWSAccessKeyId`, `Signature`, `Expires`.
+    SigV2Presign,
+}
+
+impl<'a> ClientSigning<'a> {
+    /// A verified SigV4 request (header or presigned).
+    pub fn sigv4(auth: &'a crate::sigv4::Auth<'_>) -> Self {
+        let payload = match (auth.location, auth.payload) {
+            (AuthLocation::Query, PayloadMode::Unsigned) => PayloadMode::UNSIGNED,
+            (_, p) => p.as_str(),
+        };
+        Self {
+            strip: match auth.location {
+                AuthLocation::Header => StripQuery::Nothing,
+                AuthLocation::Query => StripQuery::SigV4Presign,
+            },
+            payload,
+            signed_headers: auth.signed_header_names().collect(),
+        }
+    }
+
+    /// An unsigned request (an anonymous binding): nothing of the client's
+    /// is signed; the body, if any, is not hashed.
+    pub fn anonymous() -> Self {
+        Self {
+            strip: StripQuery::Nothing,
+            payload: PayloadMode::UNSIGNED,
+            signed_headers: Vec::new(),
+        }
+    }
+}
+
 /// Re-signs `verified` for `upstream` at time `now`.
 pub fn resign(
     req: &RequestParts<'_>,
@@ -174,7 +227,26 @@ pub fn resign(
     cache: &dyn SigningKeyCache,
     now: UnixSeconds,
 ) -> Result<Resigned, DenyReason> {
-    let auth = &verified.auth;
+    resign_as(
+        req,
+        &ClientSigning::sigv4(&verified.auth),
+        resource,
+        upstream,
+        cache,
+        now,
+    )
+}
+
+/// Re-signs a request the gateway authenticated as `client` says, for
+/// `upstream` at time `now`.
+pub fn resign_as(
+    req: &RequestParts<'_>,
+    client: &ClientSigning<'_>,
+    resource: Resource<'_>,
+    upstream: &Upstream<'_>,
+    cache: &dyn SigningKeyCache,
+    now: UnixSeconds,
+) -> Result<Resigned, DenyReason> {
     let amz_date =
         AmzDate::from_unix(now).ok_or(DenyReason::InternalError("clock out of range"))?;
     let creds = upstream.credentials;
@@ -200,7 +272,7 @@ pub fn resign(
         }
         (None, _) => (upstream.host.to_owned(), req.path().to_owned()),
     };
-    let query = strip_presign_params(req.query(), auth.location);
+    let query = strip_presign_params(req.query(), client.strip);
     let path = if query.is_empty() {
         raw_path.clone()
     } else {
@@ -208,15 +280,12 @@ pub fn resign(
     };
 
     // What is signed: ours, plus every header the tenant signed that passes through.
-    let payload = match (auth.location, auth.payload) {
-        (AuthLocation::Query, PayloadMode::Unsigned) => PayloadMode::UNSIGNED,
-        (_, p) => p.as_str(),
-    };
+    let payload = client.payload;
     let mut names: Vec<&str> = vec!["host", "x-amz-content-sha256", "x-amz-date"];
     if creds.session_token.is_some() {
         names.push("x-amz-security-token");
     }
-    for name in auth.signed_header_names() {
+    for &name in &client.signed_headers {
         if !not_resigned(name) && !names.contains(&name) && req.header(name).is_some() {
             names.push(name);
         }
@@ -296,10 +365,12 @@ pub fn resign(
 
 /// The query without the tenant's presigned `X-Amz-*` parameters, every
 /// other parameter kept byte for byte and in order.
-fn strip_presign_params(raw_query: &str, location: AuthLocation) -> String {
-    if location == AuthLocation::Header {
-        return raw_query.to_owned();
-    }
+fn strip_presign_params(raw_query: &str, strip: StripQuery) -> String {
+    let params: &[&str] = match strip {
+        StripQuery::Nothing => return raw_query.to_owned(),
+        StripQuery::SigV4Presign => &param::ALL,
+        StripQuery::SigV2Presign => &["AWSAccessKeyId", "Signature", "Expires"],
+    };
     raw_query
         .split('&')
         .filter(|seg| {
@@ -308,7 +379,7 @@ fn strip_presign_params(raw_query: &str, location: AuthLocation) -> String {
             }
             let name = seg.split_once('=').map_or(*seg, |(k, _)| k);
             let name = crate::query::decode(name);
-            !param::ALL.contains(&name.as_ref())
+            !params.contains(&name.as_ref())
         })
         .collect::<Vec<_>>()
         .join("&")
@@ -366,13 +437,20 @@ mod tests {
         assert_eq!(
             strip_presign_params(
                 "X-Amz-Date=1&response-content-type=a%2Fb&X-Amz-Signature=x&flag&X-Amz-Credential=c",
-                AuthLocation::Query
+                StripQuery::SigV4Presign
             ),
             "response-content-type=a%2Fb&flag"
         );
         assert_eq!(
-            strip_presign_params("X-Amz-Date=1", AuthLocation::Header),
+            strip_presign_params("X-Amz-Date=1", StripQuery::Nothing),
             "X-Amz-Date=1"
+        );
+        assert_eq!(
+            strip_presign_params(
+                "AWSAccessKeyId=A&acl&Expires=1&Signature=s%2B&versionId=3",
+                StripQuery::SigV2Presign
+            ),
+            "acl&versionId=3"
         );
     }
 }

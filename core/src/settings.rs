@@ -33,6 +33,10 @@ pub struct Settings<E> {
     host_suffixes: Vec<String>,
     #[serde(default)]
     s3_proxy: RawLimits,
+    /// Accept legacy SigV2 signatures (header and presigned). Off by
+    /// default: see `crate::sigv2` and SECURITY.md.
+    #[serde(default)]
+    sigv2: bool,
     #[serde(default)]
     audit: RawAudit,
     backends: Vec<RawBackend>,
@@ -57,7 +61,7 @@ impl<E> Settings<E> {
 #[derive(Deserialize, Debug, Default)]
 pub struct NoExtras {}
 
-#[derive(Deserialize, Default, Debug)]
+#[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
 struct RawLimits {
     #[serde(default)]
@@ -70,6 +74,28 @@ struct RawLimits {
     auth_failure_rps: u32,
     #[serde(default = "default_auth_failure_burst")]
     auth_failure_burst: u32,
+    /// Requests per second one source address may make to an anonymous
+    /// binding whose own `per_source_ip_rps` is 0; 0 = unlimited.
+    #[serde(default = "default_anonymous_per_source_ip_rps")]
+    anonymous_per_source_ip_rps: u32,
+}
+
+/// No `s3_proxy` object: the same defaults as an empty one (a derived
+/// `Default` would leave the authentication-failure budget unlimited).
+impl Default for RawLimits {
+    fn default() -> Self {
+        Self {
+            global_rps: 0,
+            per_key_rps: 0,
+            auth_failure_rps: default_auth_failure_rps(),
+            auth_failure_burst: default_auth_failure_burst(),
+            anonymous_per_source_ip_rps: default_anonymous_per_source_ip_rps(),
+        }
+    }
+}
+
+fn default_anonymous_per_source_ip_rps() -> u32 {
+    crate::limits::DEFAULT_ANONYMOUS_PER_SOURCE_IP_RPS
 }
 
 fn default_auth_failure_rps() -> u32 {
@@ -227,7 +253,10 @@ impl<E> Settings<E> {
         }
         let settings = GatewaySettings {
             gateway: Gateway {
-                verifier: Verifier::new(self.region),
+                verifier: Verifier {
+                    sigv2: self.sigv2,
+                    ..Verifier::new(self.region)
+                },
                 host_suffixes: self.host_suffixes,
                 backends,
                 owner_id: "bucketgate".into(),
@@ -241,6 +270,7 @@ impl<E> Settings<E> {
                 per_key_rps: self.s3_proxy.per_key_rps,
                 auth_failure_rps: self.s3_proxy.auth_failure_rps,
                 auth_failure_burst: self.s3_proxy.auth_failure_burst,
+                default_source_ip_rps: self.s3_proxy.anonymous_per_source_ip_rps,
                 ..LimiterConfig::default()
             },
             read_sample_rate: self.audit.read_sample_rate,

@@ -33,6 +33,9 @@ pub struct Verifier {
     /// `s3`.
     pub service: String,
     pub max_skew_secs: i64,
+    /// Accept legacy SigV2 signatures (`AWS AKID:sig`, `AWSAccessKeyId=`
+    /// presigned URLs; [`crate::sigv2`]). Off unless configured.
+    pub sigv2: bool,
 }
 
 impl Default for Verifier {
@@ -58,6 +61,7 @@ impl Verifier {
             regions: vec![region.into()],
             service: "s3".to_owned(),
             max_skew_secs: MAX_CLOCK_SKEW_SECS,
+            sigv2: false,
         }
     }
 

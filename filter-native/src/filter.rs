@@ -565,6 +565,7 @@ impl StreamFilter {
                 &parts,
                 GwContext {
                     credentials: &config.credentials,
+                    anonymous: &config.anonymous,
                     limiter: &mut limiter,
                     usage: &NoUsage,
                     cache,

@@ -51,6 +51,19 @@ struct AuthSlots {
     slots: Box<[AtomicU64]>,
 }
 
+/// The anonymous bindings' per-source-address buckets: a table like the
+/// authentication failures', with its own seed (sharing a slot in one
+/// does not mean sharing it in the other).
+fn anon_slots() -> &'static AuthSlots {
+    static SLOTS: OnceLock<AuthSlots> = OnceLock::new();
+    SLOTS.get_or_init(|| AuthSlots {
+        seed: std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish(),
+        slots: (0..AUTH_FAILURE_SLOTS).map(|_| AtomicU64::new(0)).collect(),
+    })
+}
+
 /// One table per process: every config and worker shares it.
 fn auth_slots() -> &'static AuthSlots {
     static SLOTS: OnceLock<AuthSlots> = OnceLock::new();
@@ -120,11 +133,24 @@ impl RateLimit for AtomicLimiter<'_> {
         &mut self,
         key: Option<&str>,
         key_rps: Option<u32>,
-        _source_ip: Option<(&str, u32)>,
+        source_ip: Option<(&str, u32)>,
         now_ms: u64,
     ) -> Result<(), DenyReason> {
         let now_us = now_ms.saturating_mul(1000);
-        let mut applicable: [Option<(&AtomicU64, Rate, Limit)>; 2] = [None, None];
+        let mut applicable: [Option<(&AtomicU64, Rate, Limit)>; 3] = [None, None, None];
+        if let Some((source, rps)) = source_ip {
+            let rps = if rps == 0 {
+                self.config.default_source_ip_rps
+            } else {
+                rps
+            };
+            let rate = Rate::per_second(rps);
+            if !rate.is_unlimited() {
+                let table = anon_slots();
+                let slot = auth_failure_slot(table.seed, source) as usize % table.slots.len();
+                applicable[2] = Some((&table.slots[slot], rate, Limit::PerSourceIp));
+            }
+        }
         let global = Rate::new(self.config.global_rps, self.config.global_burst);
         if !global.is_unlimited() {
             applicable[0] = Some((&self.buckets.global, global, Limit::Global));

@@ -373,6 +373,7 @@ impl Filter {
             &parts,
             GwContext {
                 credentials: &config.credentials,
+                anonymous: &config.anonymous,
                 limiter: &mut limiter,
                 usage: &NoUsage,
                 cache: self.cache.as_ref(),
@@ -549,6 +550,10 @@ fn auth_failure_seed() -> u64 {
     0
 }
 
+/// Keeps the anonymous budgets' slots apart from the authentication
+/// failures' (two addresses sharing one do not share the other).
+const ANON_SALT: u64 = 0x616e_6f6e_796d_6f75;
+
 impl SharedLimiter<'_> {
     fn load(key: &str) -> (Option<BucketState>, Option<u32>) {
         match hostcalls::get_shared_data(key) {
@@ -614,10 +619,30 @@ impl RateLimit for SharedLimiter<'_> {
         &mut self,
         key: Option<&str>,
         key_rps: Option<u32>,
-        _ip: Option<(&str, u32)>,
+        ip: Option<(&str, u32)>,
         now_ms: u64,
     ) -> Result<(), DenyReason> {
         let mut buckets: Vec<(String, Rate, Limit)> = Vec::with_capacity(2);
+        // Anonymous requests: one budget per source address (per /64 for
+        // IPv6), spread over a bounded number of slots as the
+        // authentication-failure budgets are.
+        if let Some((source, rps)) = ip {
+            let rps = if rps == 0 {
+                self.cfg.default_source_ip_rps
+            } else {
+                rps
+            };
+            if rps > 0 {
+                buckets.push((
+                    format!(
+                        "bucketgate.rl.anon.{}",
+                        bucketgate_core::limits::auth_failure_slot(self.seed ^ ANON_SALT, source)
+                    ),
+                    Rate::per_second(rps),
+                    Limit::PerSourceIp,
+                ));
+            }
+        }
         if self.cfg.global_rps > 0 {
             buckets.push((
                 "bucketgate.rl.global".into(),

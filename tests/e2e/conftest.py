@@ -56,7 +56,13 @@ TENANTS = {
     "AKIATENANTDISABLED01": ("disabled-secret", ["alpha"], {"disabled": True}),
     "AKIATENANTLIMITED001": ("limited-secret", ["alpha"], {"rps": 1}),
 }
-BUCKETS = ["alpha", "beta", "gamma"]
+BUCKETS = ["alpha", "beta", "gamma", "public", "slow"]
+# Anonymous (ReadOnly) bindings: bucket -> per-source-IP rps (0: the
+# gateway's default, s3_proxy.anonymous_per_source_ip_rps). Static in the
+# filters' plugin config, made with the broker's CLI for ext_authz.
+ANONYMOUS = {"public": 0, "slow": 2}
+# The object every gateway starts with in the public bucket.
+PUBLIC_KEY, PUBLIC_BODY = "hello/world.txt", b"public bytes\n"
 
 
 def free_port():
@@ -200,6 +206,14 @@ def create_tenants(config, env):
     return secrets
 
 
+def create_anonymous(config, env):
+    """Makes the ANONYMOUS bindings with the broker's CLI."""
+    for bucket, rps in ANONYMOUS.items():
+        subprocess.run([str(AUTHZ), "--config", str(config), "anonymous", "add", "--bucket", bucket,
+                        "--backend", "local", "--per-source-ip-rps", str(rps)],
+                       env=env, check=True, capture_output=True, text=True)
+
+
 def wait_ready(url, seconds=20):
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -213,13 +227,15 @@ def wait_ready(url, seconds=20):
 
 
 def launch(work, mode, start_authz=True, envoy_config=None, gateway_admin_secret=ADMIN_SECRET, limits=None,
-           authz_unix=False):
+           authz_unix=False, sigv2=True):
     """Starts s3s-fs, (for ext-authz) bucketgate-authz and Envoy under `work`;
     returns the Gateway (its `procs` by name). `envoy_config(cfg)` may edit
     the rendered Envoy config (fault tests). `gateway_admin_secret` is the
     admin secret the gateway signs with (s3s-fs always verifies
     ADMIN_SECRET); `limits` are extra `s3_proxy` settings. The caller stops
-    `procs`. `authz_unix`: ext_authz over a Unix domain socket in `work`."""
+    `procs`. `authz_unix`: ext_authz over a Unix domain socket in `work`.
+    `sigv2`: whether the gateway accepts SigV2 signatures (the suite's do;
+    the product's default is not to)."""
     needed = [ENVOY, S3S_FS, WASM, CLIENT] + ([AUTHZ] if mode == "ext-authz" else []) + (
         [NATIVE] if mode == "native" else [])
     for path in needed:
@@ -228,6 +244,8 @@ def launch(work, mode, start_authz=True, envoy_config=None, gateway_admin_secret
     data = work / "data"
     for b in BUCKETS:
         (data / b).mkdir(parents=True)
+    (data / "public" / PUBLIC_KEY).parent.mkdir(parents=True)
+    (data / "public" / PUBLIC_KEY).write_bytes(PUBLIC_BODY)
     s3_port, gw_port, tls_port, admin_port = free_port(), free_port(), free_port(), free_port()
     cert, key = self_signed_cert(work)
     procs = {}
@@ -245,8 +263,9 @@ def launch(work, mode, start_authz=True, envoy_config=None, gateway_admin_secret
         # here (every test client is 127.0.0.1); test_adversarial.py runs a
         # gateway with a small one.
         "s3_proxy": {"global_rps": 0, "per_key_rps": 0, "auth_failure_rps": 1000, "auth_failure_burst": 1000,
-                     **(limits or {})},
+                     "anonymous_per_source_ip_rps": 1000, **(limits or {})},
         "audit": {"read_sample_rate": 1.0},
+        "sigv2": sigv2,
     }
     access_log = work / "access.log"
     render = ["python3", str(ROOT / "envoy/gateway.py"), "--wasm", str(WASM),
@@ -265,6 +284,7 @@ def launch(work, mode, start_authz=True, envoy_config=None, gateway_admin_secret
                  **extra}
                 for k, (s, scopes, extra) in TENANTS.items()
             ],
+            "anonymous": [{"bucket": b, "backend": "local", "per_source_ip_rps": rps} for b, rps in ANONYMOUS.items()],
         }
         (work / "plugin.json").write_text(json.dumps(plugin))
         render += ["--plugin-config", str(work / "plugin.json"), "--mode", mode]
@@ -283,6 +303,7 @@ def launch(work, mode, start_authz=True, envoy_config=None, gateway_admin_secret
         env = {**os.environ, "STOWAGE_SECRET_KEY": STORE_KEY}
         if start_authz:
             secrets.update(create_tenants(work / "authz.json", env))
+            create_anonymous(work / "authz.json", env)
             listen = (["--grpc-listen-unix", str(work / "authz.sock")] if authz_unix
                       else ["--grpc-listen", f"127.0.0.1:{authz_port}"])
             cmd = [str(AUTHZ), "--config", str(work / "authz.json"), "serve", *listen]

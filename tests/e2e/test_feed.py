@@ -227,6 +227,37 @@ def test_revoked_key_answers_401_within_a_poll_period(feed_env):
     until_status(lambda: s3b.list_objects_v2(Bucket="alpha"), 401, BOUND_S)
 
 
+def test_anonymous_bindings_arrive_and_leave_through_the_feed(feed_env):
+    """A binding added with the broker's CLI lets unsigned reads of its
+    bucket through within a poll, and its removal refuses them again; the
+    feed carries the binding on every answer's first page (whole or delta)."""
+    gw, broker, _, _ = feed_env
+    put = gw.upstream_client().put_object(Bucket="beta", Key="open.txt", Body=b"open bytes")
+    assert put["ResponseMetadata"]["HTTPStatusCode"] == 200
+    url = f"{gw.endpoint}/beta/open.txt"
+    assert requests.get(url, timeout=5).status_code == 403
+    subprocess.run([str(AUTHZ), "--config", str(broker.config), "anonymous", "add", "--bucket", "beta",
+                    "--backend", "local", "--per-source-ip-rps", "50"], env=broker.env, check=True,
+                   capture_output=True)
+    start = time.monotonic()
+    while requests.get(url, timeout=5).status_code != 200:
+        assert time.monotonic() - start < BOUND_S, "the binding did not arrive"
+        time.sleep(0.02)
+    print(f"binding served after {time.monotonic() - start:.3f}s")
+    r = requests.get(f"{broker.url}/v1/feed?region={REGION}", timeout=5,
+                     headers={"Authorization": f"Bearer {FEED_TOKEN}"})
+    assert r.json()["anonymous"] == [{"bucket": "beta", "backend": "local", "per_source_ip_rps": 50}]
+    assert requests.get(url, timeout=5).content == b"open bytes"
+    assert requests.put(url, data=b"x", timeout=5).status_code == 403
+    subprocess.run([str(AUTHZ), "--config", str(broker.config), "anonymous", "remove", "--bucket", "beta"],
+                   env=broker.env, check=True, capture_output=True)
+    start = time.monotonic()
+    while requests.get(url, timeout=5).status_code != 403:
+        assert time.monotonic() - start < BOUND_S, "the removal did not arrive"
+        time.sleep(0.02)
+    print(f"binding removed after {time.monotonic() - start:.3f}s")
+
+
 def feed_answers(broker):
     text = requests.get(f"{broker.url}/metrics", timeout=2).text
     counts = {}

@@ -342,3 +342,33 @@ def test_s3backend_status_reports_ready_and_bound_buckets(world, gw):
     bound = [c for c in plane.list("bucketclaim") if c.get("status", {}).get("phase") == "Bound"
              and c["spec"]["backendRef"]["name"] == "local"]
     assert b["status"]["bucketCount"] <= len(bound)
+
+
+def test_anonymous_read_only_claim_serves_unsigned_reads_until_turned_off(world, gw):
+    """anonymousAccess.mode ReadOnly: the operator writes the binding
+    Secret, the broker reads it, and each plane forwards unsigned reads of
+    that bucket (and only reads); mode None removes it again."""
+    import requests
+
+    plane = world.plane
+    ns = plane.namespace("public")
+    claim = world.claim(ns, "site", "  anonymousAccess: {mode: ReadOnly, perSourceIPRPS: 50}")
+    bucket = claim["status"]["bucketName"]
+    uid = claim["metadata"]["uid"]
+    binding = plane.get("secret", f"anon-{uid}", OPS_NS)
+    assert binding["metadata"]["labels"]["broker.stowage.io/role"] == "anonymous-binding"
+    world.s3_admin().put_object(Bucket=bucket, Key="index.html", Body=b"<h1>public</h1>")
+    url = f"{world.gateways[gw]}/{bucket}/index.html"
+    wait_until(f"unsigned GET served through {gw}", lambda: requests.get(url, timeout=5).status_code == 200)
+    assert requests.get(url, timeout=5).content == b"<h1>public</h1>"
+    assert requests.put(url, data=b"defaced", timeout=5).status_code == 403
+    assert requests.get(f"{world.gateways[gw]}/{bucket}/{OWNER_MARKER}", timeout=5).status_code == 403
+    assert world.s3_admin().get_object(Bucket=bucket, Key="index.html")["Body"].read() == b"<h1>public</h1>"
+
+    plane.kubectl("-n", ns, "patch", "bucketclaim", "site", "--type=merge",
+                  "-p", json.dumps({"spec": {"anonymousAccess": {"mode": "None"}}}))
+    t0 = time.monotonic()
+    wait_until(f"unsigned GET refused through {gw}", lambda: requests.get(url, timeout=5).status_code == 403,
+               seconds=10, interval=0.05)
+    print(f"[{gw}] anonymous binding gone {time.monotonic() - t0:.2f}s after the claim's mode changed")
+    assert plane.get("secret", f"anon-{uid}", OPS_NS) is None

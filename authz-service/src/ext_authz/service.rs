@@ -1,7 +1,10 @@
 //! The gRPC `Authorization` service: where the state of the ext_authz data
-//! plane lives (credential snapshot, admin credentials, the one rate
-//! limiter, the signing-key cache, metrics) and the per-check glue around
-//! `Gateway::handle`.
+//! plane lives (credential snapshot with its anonymous bindings, admin
+//! credentials, the one rate limiter, the signing-key cache, metrics) and
+//! the per-check glue around `Gateway::handle`. Anonymous reads are limited
+//! per source address (`check::Head::source_ip`) at the binding's rate,
+//! or `s3_proxy.anonymous_per_source_ip_rps` for a binding that names none
+//! (the limiter's `default_source_ip_rps`, from `core::settings`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -154,6 +157,7 @@ impl Service {
             &parts,
             Context {
                 credentials: &*snapshot,
+                anonymous: &snapshot.anonymous,
                 limiter: &mut limiter,
                 usage: &NoUsage,
                 cache: &inner.cache,

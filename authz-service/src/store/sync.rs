@@ -1,6 +1,7 @@
 //! Keeps the broker's SQLite part current: checks `PRAGMA data_version`
-//! every period and reloads the whole store when another connection (the
-//! admin CLI) committed. A failed load keeps the previous content in the
+//! every period and reloads the whole store (credentials and anonymous
+//! bindings, into one snapshot) when another connection (the admin CLI)
+//! committed. A failed load keeps the previous content in the
 //! snapshot, marks the source unsynced and is logged when the error changes.
 
 use std::sync::{Arc, Mutex};
@@ -21,7 +22,11 @@ pub fn sync_once(store: &Store, broker: &Broker, last: Option<i64>) -> Result<i6
     let v = store.data_version()?;
     if last != Some(v) {
         let creds = store.list()?;
-        broker.set_sqlite(creds.into_iter().map(|s| s.credential).collect());
+        let anonymous = store.list_anonymous()?;
+        broker.set_sqlite_all(
+            creds.into_iter().map(|s| s.credential).collect(),
+            anonymous.into_iter().map(|s| s.binding).collect(),
+        );
     }
     Ok(v)
 }

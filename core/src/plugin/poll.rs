@@ -78,6 +78,8 @@ pub struct FeedSettings {
     pub page_size: usize,
     /// Regions to ask derived keys for (`?region=`).
     pub regions: Vec<String>,
+    /// Ask for SigV2 keys too (the gateway accepts SigV2).
+    pub sigv2: bool,
 }
 
 impl std::fmt::Debug for FeedSettings {
@@ -93,7 +95,11 @@ impl std::fmt::Debug for FeedSettings {
 }
 
 impl FeedSettings {
-    pub(crate) fn validate(raw: RawFeed, regions: Vec<String>) -> Result<Self, String> {
+    pub(crate) fn validate(
+        raw: RawFeed,
+        regions: Vec<String>,
+        sigv2: bool,
+    ) -> Result<Self, String> {
         if let Some(r) = regions.iter().find(|r| !crate::feed::valid_region(r)) {
             return Err(format!(
                 "feed: region '{r}' cannot be asked for ([a-z0-9-])"
@@ -122,6 +128,7 @@ impl FeedSettings {
             timeout_ms: raw.timeout_ms,
             page_size: raw.page_size,
             regions,
+            sigv2,
         })
     }
 
@@ -135,6 +142,9 @@ impl FeedSettings {
             p.push_str(r);
         }
         p.push_str(&format!("&{LIMIT_PARAM}={}", self.page_size));
+        if self.sigv2 {
+            p.push_str(&format!("&{}=1", crate::feed::SIGV2_PARAM));
+        }
         if let Some(a) = after {
             p.push_str(&format!(
                 "&{AFTER_PARAM}={}",
@@ -268,7 +278,8 @@ impl Paging {
 /// Applies one feed page to `target`: feed credentials override static
 /// ones by access key (a removed key falls back to the static one of
 /// `base`, if any); feed backends override admin credentials by backend
-/// name. Start from `base.clone()` for a whole answer and from the current
+/// name; the feed's anonymous bindings (when the page carries them) replace
+/// all but the static ones, the feed's winning on a bucket. Start from `base.clone()` for a whole answer and from the current
 /// configuration for a delta.
 pub fn apply_page(base: &Config, target: &mut Config, page: &FeedSnapshot) {
     for id in &page.removed {
@@ -279,6 +290,12 @@ pub fn apply_page(base: &Config, target: &mut Config, page: &FeedSnapshot) {
     }
     for (id, cred) in page.credential_map() {
         target.credentials.insert(id, Arc::new(cred));
+    }
+    if let Some(bindings) = &page.anonymous {
+        target.anonymous = base.anonymous.clone();
+        for b in bindings {
+            target.anonymous.insert(b.bucket.clone(), b.clone());
+        }
     }
     for fb in &page.backends {
         if let (Some(b), Ok(a)) = (
