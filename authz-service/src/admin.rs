@@ -1,15 +1,17 @@
 //! The broker's HTTP server: the credential feed for the WASM filter
-//! (`GET /v1/feed`, bearer token, ETag / If-None-Match → 304), `/healthz`
-//! (the process answers), `/readyz` (every enabled source has loaded) and
-//! `/metrics` (Prometheus text format). [`serve`] runs it in plain HTTP (on
+//! (`GET /v1/feed`, bearer token, ETag / If-None-Match → 304), the quota
+//! usage report (`GET /v1/usage`, same token), `/healthz` (the process
+//! answers), `/readyz` (every enabled source has loaded) and `/metrics`
+//! (Prometheus text format). [`serve`] runs it in plain HTTP (on
 //! loopback), [`serve_tls`] behind mutual TLS (`crate::tls`; the feed still
-//! wants its token); [`serve_health`] runs everything but the feed, for
-//! probes on the Pod address.
+//! wants its token); [`serve_health`] runs everything but the feed and the
+//! usage report, for probes on the Pod address.
 //!
-//! The feed's version is `<snapshot version>-<backends version>-<dates
-//! and regions>`, content digests: it changes exactly when what the filter
-//! would load changes. Before the broker is ready the feed answers 503, so
-//! a filter never replaces a good snapshot with an incomplete one.
+//! The feed's version is `<snapshot version>-<backends version>-<usage
+//! generation>-<dates and regions>`, each number 16 hex digits: it changes
+//! exactly when what the filter would load changes. Before the broker is
+//! ready the feed answers 503, so a filter never replaces a good snapshot
+//! with an incomplete one.
 //!
 //! With `limit=<n>` the feed answers one page (`after=<key>` for the next);
 //! with an `If-None-Match` version the broker still has in its history
@@ -17,11 +19,16 @@
 //! are rendered (keys derived) on a blocking thread, never on the executor
 //! that also answers ext_authz checks.
 //!
-//! Anonymous (ReadOnly) bindings are few and hold no secret: the first page
-//! of every answer (no `after=`), whole or delta, carries all of them in
-//! `anonymous`, sorted by bucket; later pages carry none. A change of the
-//! bindings alone is a new credentials version, so a filter's poll sees it
-//! (as a delta with no key in it).
+//! Anonymous (ReadOnly) bindings and quota usage are small and hold no
+//! secret: the first page of every answer (no `after=`), whole or delta,
+//! carries all of them, `anonymous` sorted by bucket, `usage` by (backend,
+//! bucket); later pages carry none. A change of the bindings alone is a new
+//! credentials version, a change of usage alone a new usage generation, so
+//! a filter's poll sees either (as a delta with no key in it).
+//!
+//! `GET /v1/usage` (`crate::usage::report`) is what the operator polls:
+//! every bucket whose usage is known, with its quotas and whether it is
+//! over them.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -36,16 +43,20 @@ use bucketgate_core::feed::{
     AFTER_PARAM, Coverage, FEED_PATH, FeedBackend, FeedCredential, FeedSnapshot, LIMIT_PARAM,
     MAX_PAGE, REGION_PARAM, SIGV2_PARAM, valid_region,
 };
+use bucketgate_core::quota::UsageMap;
 
 use crate::broker::{Broker, Readiness, Snapshot};
 use crate::metrics::Metrics;
 use crate::tls::{ServerTls, TlsListener};
 use crate::upstream::AdminCredentialsHandle;
+use crate::usage::{USAGE_PATH, UsageHandle};
 
 #[derive(Clone, Debug)]
 pub struct AppState {
     pub broker: Broker,
     pub upstream: AdminCredentialsHandle,
+    /// Quota usage (the scanner's; empty when none runs).
+    pub usage: UsageHandle,
     pub metrics: Metrics,
     /// `None`: the feed is off (404).
     pub feed_token: Option<SecretKey>,
@@ -62,10 +73,13 @@ fn probes() -> Router<AppState> {
 }
 
 pub fn app(state: AppState) -> Router {
-    probes().route(FEED_PATH, get(feed)).with_state(state)
+    probes()
+        .route(FEED_PATH, get(feed))
+        .route(USAGE_PATH, get(usage))
+        .with_state(state)
 }
 
-/// Everything but the feed (`health_listen`).
+/// Everything but the feed and the usage report (`health_listen`).
 pub fn health_app(state: AppState) -> Router {
     probes().with_state(state)
 }
@@ -195,24 +209,37 @@ fn feed_query(query: Option<&str>) -> Result<FeedQuery, &'static str> {
     Ok(q)
 }
 
+/// The feed's version: credentials, backends and usage, then the dates
+/// and regions (`tag`).
+fn feed_version(creds: u64, backends: u64, usage: u64, tag: &str) -> String {
+    format!("{creds:016x}-{backends:016x}-{usage:016x}-{tag}")
+}
+
 /// The credentials version an `If-None-Match` names, when its dates and
-/// regions are `tag` (a delta is only possible within one coverage).
+/// regions are `tag` (a delta is only possible within one coverage). The
+/// backends and usage parts do not matter: both travel whole in every
+/// answer. A version without the usage part (a broker before usage) names
+/// no delta.
 fn since_version(if_none_match: &str, tag: &str) -> Option<u64> {
     let v = if_none_match.split(',').next()?.trim();
     let v = v.strip_prefix("W/").unwrap_or(v);
     let v = v.strip_prefix('"')?.strip_suffix('"')?;
     let (creds, rest) = v.split_once('-')?;
-    let (_backends, their_tag) = rest.split_once('-')?;
-    (their_tag == tag && creds.len() == 16)
+    let (backends, rest) = rest.split_once('-')?;
+    let (usage, their_tag) = rest.split_once('-')?;
+    let hex16 = |p: &str| p.len() == 16 && p.bytes().all(|b| b.is_ascii_hexdigit());
+    (their_tag == tag && hex16(creds) && hex16(backends) && hex16(usage))
         .then(|| u64::from_str_radix(creds, 16).ok())
         .flatten()
 }
 
 /// One page of the feed: every key (or those changed since `since`, when
 /// the history has it) after `after`, at most `limit` of them; on the first
-/// page (no `after`), every anonymous binding.
+/// page (no `after`), every anonymous binding and all of `usage`.
+#[allow(clippy::too_many_arguments)]
 fn render_page(
     snapshot: &Snapshot,
+    usage: &UsageMap,
     cover: &Coverage,
     since: Option<u64>,
     query: &FeedQuery,
@@ -234,6 +261,7 @@ fn render_page(
     page.delta = delta;
     if query.after.is_none() {
         page.anonymous = Some(snapshot.anonymous_sorted());
+        page.usage = Some(crate::usage::sorted(usage));
     }
     for k in &keys[start..end] {
         match snapshot.credentials.get(*k) {
@@ -250,32 +278,69 @@ fn render_page(
     page
 }
 
+/// Why the feed token's gate refused a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Refused {
+    /// No token configured: the feed (and the usage report) is off.
+    Off,
+    Unauthorized,
+    NotReady(&'static str),
+}
+
+impl Refused {
+    /// The `feed_requests_total` status (none for a feed that is off).
+    fn status(self) -> Option<&'static str> {
+        match self {
+            Self::Off => None,
+            Self::Unauthorized => Some("401"),
+            Self::NotReady(_) => Some("503"),
+        }
+    }
+}
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        match self {
+            Self::Off => (StatusCode::NOT_FOUND, "the feed is not enabled\n").into_response(),
+            Self::Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                "a valid bearer token is required\n",
+            )
+                .into_response(),
+            Self::NotReady(why) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("not ready: {why}\n"),
+            )
+                .into_response(),
+        }
+    }
+}
+
+/// The feed token's gate, shared by the feed and the usage report: off
+/// without a token (404), the bearer token (401), a ready broker (503).
+fn admit(s: &AppState, headers: &HeaderMap) -> Result<(), Refused> {
+    let token = s.feed_token.as_ref().ok_or(Refused::Off)?;
+    if !bearer(headers).is_some_and(|t| SecretKey::new(t) == *token) {
+        return Err(Refused::Unauthorized);
+    }
+    match s.broker.readiness() {
+        Readiness::NotReady(why) => Err(Refused::NotReady(why)),
+        Readiness::Ready => Ok(()),
+    }
+}
+
 async fn feed(
     State(s): State<AppState>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
     let count = |status: &str| s.metrics.feed_requests.with_label_values(&[status]).inc();
-    let Some(token) = &s.feed_token else {
-        return (StatusCode::NOT_FOUND, "the feed is not enabled\n").into_response();
-    };
-    let authorized = bearer(&headers).is_some_and(|t| SecretKey::new(t) == *token);
-    if !authorized {
-        count("401");
-        return (
-            StatusCode::UNAUTHORIZED,
-            [(header::WWW_AUTHENTICATE, "Bearer")],
-            "a valid bearer token is required\n",
-        )
-            .into_response();
-    }
-    if let Readiness::NotReady(why) = s.broker.readiness() {
-        count("503");
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready: {why}\n"),
-        )
-            .into_response();
+    if let Err(refused) = admit(&s, &headers) {
+        if let Some(status) = refused.status() {
+            count(status);
+        }
+        return refused.into_response();
     }
     let feed_query = match feed_query(query.as_deref()) {
         Ok(q) => q,
@@ -289,14 +354,16 @@ async fn feed(
         .map_or(0, |d| d.as_secs() as i64);
     let cover = Coverage::at(now, feed_query.regions.clone());
     let snapshot = s.broker.handle().load();
+    let usage = s.usage.state();
     // SigV2 keys only where both sides want them; the answer differs, so
     // does its version.
     let sigv2_keys = feed_query.sigv2 && s.feed_sigv2;
     let tag = format!("{}{}", cover.tag(), if sigv2_keys { "+sigv2" } else { "" });
-    let version = format!(
-        "{:016x}-{:016x}-{tag}",
+    let version = feed_version(
         snapshot.version,
         s.upstream.version(),
+        usage.generation,
+        &tag,
     );
     let etag = format!("\"{version}\"");
     let etag_header = HeaderValue::from_str(&etag).unwrap_or(HeaderValue::from_static("\"\""));
@@ -316,6 +383,7 @@ async fn feed(
     let rendered = tokio::task::spawn_blocking(move || {
         let page = render_page(
             &snapshot,
+            &usage.usage,
             &cover,
             since,
             &feed_query,
@@ -352,6 +420,37 @@ async fn feed(
         body,
     )
         .into_response()
+}
+
+/// `GET /v1/usage`: every bucket whose usage is known, with its quotas.
+async fn usage(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    if let Err(refused) = admit(&s, &headers) {
+        return refused.into_response();
+    }
+    let (snapshot, usage) = (s.broker.handle().load(), s.usage.load());
+    let rendered = tokio::task::spawn_blocking(move || {
+        serde_json::to_vec(&crate::usage::report(&usage, &snapshot))
+    })
+    .await;
+    match rendered {
+        Ok(Ok(body)) => (
+            StatusCode::OK,
+            [
+                (
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                ),
+                (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+            ],
+            body,
+        )
+            .into_response(),
+        _ => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "cannot render the usage report\n",
+        )
+            .into_response(),
+    }
 }
 
 #[cfg(test)]
@@ -399,21 +498,38 @@ mod tests {
 
     #[test]
     fn since_versions() {
-        let v = format!("\"{:016x}-{:016x}-20130525-us-east-1\"", 42u64, 7u64);
-        assert_eq!(since_version(&v, "20130525-us-east-1"), Some(42));
+        let tag = "20130525-us-east-1";
+        let v = format!("\"{}\"", feed_version(42, 7, u64::MAX - 1, tag));
         assert_eq!(
-            since_version(&format!("W/{v}"), "20130525-us-east-1"),
-            Some(42)
+            v,
+            "\"000000000000002a-0000000000000007-fffffffffffffffe-20130525-us-east-1\""
         );
+        assert_eq!(since_version(&v, tag), Some(42));
+        assert_eq!(since_version(&format!("W/{v}"), tag), Some(42));
+        // Only the usage generation moved: still a delta from 42.
+        let moved = format!("\"{}\"", feed_version(42, 7, 0, tag));
+        assert_eq!(since_version(&moved, tag), Some(42));
         // Another day or region set: keys differ, no delta.
         assert_eq!(since_version(&v, "20130526-us-east-1"), None);
+        assert_eq!(
+            since_version(&v, "20130525-us-east-1+sigv2"),
+            None,
+            "SigV2 keys or not: another answer"
+        );
+        // A version from before usage existed (no usage part): no delta,
+        // even though its date and regions look like a usage part and tag.
+        let old = format!("\"{:016x}-{:016x}-{tag}\"", 42u64, 7u64);
+        assert_eq!(since_version(&old, tag), None);
+        assert_eq!(since_version(&old, "us-east-1"), None);
         assert_eq!(since_version("\"x-y-z\"", "z"), None);
+        assert_eq!(since_version("\"x-y-w-z\"", "z"), None);
         assert_eq!(since_version("*", "z"), None);
     }
 
     #[test]
     fn pages_and_deltas() {
         use bucketgate_core::credential::{AnonymousBinding, AnonymousBindings, Credential, Scope};
+        use bucketgate_core::quota::ScopeUsage;
         let cred =
             |id: &str, secret: &str| Credential::new(id, secret, vec![Scope::new("main", "b")]);
         let public = |bucket: &str| AnonymousBinding {
@@ -435,6 +551,16 @@ mod tests {
             )
         };
         let first = of(&[cred("K1", "a"), cred("K2", "b"), cred("K3", "c")]);
+        let scanned = |backend: &str, bucket: &str, used: u64| ScopeUsage {
+            backend: backend.into(),
+            bucket: bucket.into(),
+            used_bytes: used,
+            scanned_at: 1_369_353_000,
+        };
+        let usage: UsageMap = [scanned("main", "b", 7), scanned("alt", "z", 1)]
+            .into_iter()
+            .map(|u| (u.scope(), u))
+            .collect();
         let v1 = first.version;
         let second = of(&[cred("K1", "a"), cred("K2", "b2"), cred("K4", "d")]).following(&first);
         let cover = Coverage::at(1_369_353_600, vec!["us-east-1".into()]);
@@ -453,6 +579,7 @@ mod tests {
         // Whole, paged by two: K1 K2 | K4.
         let p1 = render_page(
             &second,
+            &usage,
             &cover,
             None,
             &q(Some(2), None),
@@ -466,6 +593,7 @@ mod tests {
         );
         let p2 = render_page(
             &second,
+            &usage,
             &cover,
             None,
             &q(Some(2), Some("K2")),
@@ -480,6 +608,7 @@ mod tests {
         // Delta since v1: K2 changed, K3 removed, K4 added; paged by one.
         let d1 = render_page(
             &second,
+            &usage,
             &cover,
             Some(v1),
             &q(Some(1), None),
@@ -493,6 +622,7 @@ mod tests {
         );
         let d2 = render_page(
             &second,
+            &usage,
             &cover,
             Some(v1),
             &q(Some(1), Some("K2")),
@@ -506,6 +636,7 @@ mod tests {
         );
         let d3 = render_page(
             &second,
+            &usage,
             &cover,
             Some(v1),
             &q(None, Some("K3")),
@@ -517,6 +648,7 @@ mod tests {
         // A version the history does not know: the whole set.
         let w = render_page(
             &second,
+            &usage,
             &cover,
             Some(99),
             &q(None, None),
@@ -525,15 +657,35 @@ mod tests {
             false,
         );
         assert_eq!((ids(&w).len(), w.delta), (3, false));
-        // Every binding, sorted, on the first page of every answer (whole
-        // or delta, paged or not); none on later pages.
+        // Every binding and all usage, sorted, on the first page of every
+        // answer (whole or delta, paged or not); none on later pages.
         let all = Some(vec![public("alpha"), public("zeta")]);
+        let all_usage = Some(vec![scanned("alt", "z", 1), scanned("main", "b", 7)]);
         for first in [&p1, &d1, &w] {
-            assert_eq!(first.anonymous, all);
+            assert_eq!((&first.anonymous, &first.usage), (&all, &all_usage));
         }
         for later in [&p2, &d2, &d3] {
-            assert_eq!(later.anonymous, None);
+            assert_eq!((&later.anonymous, &later.usage), (&None, &None));
         }
+        // Usage changed and nothing else: a delta from the current
+        // credentials version carries no key, only the first page's
+        // bindings and usage.
+        let only_usage = render_page(
+            &second,
+            &UsageMap::new(),
+            &cover,
+            Some(second.version),
+            &q(Some(2), None),
+            "v".into(),
+            vec![],
+            false,
+        );
+        assert!(only_usage.delta && only_usage.credentials.is_empty());
+        assert!(only_usage.removed.is_empty() && only_usage.next.is_none());
+        assert_eq!(
+            (&only_usage.anonymous, &only_usage.usage),
+            (&all, &Some(vec![]))
+        );
         for p in [p1, p2, d1, d2, d3, w] {
             assert_eq!(FeedSnapshot::parse(p.to_json().as_bytes()).unwrap(), p);
         }

@@ -49,9 +49,14 @@ pub struct ServiceConfig {
     pub feed: FeedConfig,
     #[serde(default)]
     pub kubernetes: KubernetesConfig,
-    /// Upstream admin credentials per backend.
+    /// Upstream admin credentials per backend (and, with an `endpoint`,
+    /// where the usage scanner lists its buckets).
     #[serde(default)]
     pub backends: Vec<BackendConfig>,
+    /// The quota usage scanner (`crate::usage`); it runs when a backend
+    /// has an `endpoint`.
+    #[serde(default)]
+    pub usage: UsageConfig,
     /// The ext_authz server's own section (parsed by the `ext_authz` module).
     #[serde(default)]
     pub ext_authz: Option<serde_json::Value>,
@@ -69,6 +74,7 @@ impl Default for ServiceConfig {
             feed: FeedConfig::default(),
             kubernetes: KubernetesConfig::default(),
             backends: Vec::new(),
+            usage: UsageConfig::default(),
             ext_authz: None,
         }
     }
@@ -167,10 +173,85 @@ pub struct BackendConfig {
     /// AWS chain also refreshes 5 minutes before the credentials expire).
     #[serde(default = "default_refresh_secs")]
     pub refresh_secs: u64,
+    /// The backend's S3 endpoint as the broker reaches it
+    /// (`http://127.0.0.1:9000`, `https://s3.example.com`): where the
+    /// usage scanner lists buckets. None: this backend's buckets are not
+    /// scanned (their usage stays unknown).
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// The region requests to `endpoint` are signed for.
+    #[serde(default = "default_region")]
+    pub region: String,
+    /// Path-style (`endpoint/bucket`) or virtual-hosted-style
+    /// (`bucket.endpoint`) requests.
+    #[serde(default)]
+    pub addressing: Addressing,
 }
 
 fn default_refresh_secs() -> u64 {
     300
+}
+
+fn default_region() -> String {
+    "us-east-1".into()
+}
+
+/// How the bucket is named in a request to a backend.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Addressing {
+    #[default]
+    Path,
+    Virtual,
+}
+
+/// The usage scanner's schedule and listing page size.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsageConfig {
+    /// How often every bucket with a quota is listed (at least 200).
+    #[serde(default = "default_scan_interval_ms")]
+    pub scan_interval_ms: u64,
+    /// ListObjectsV2 `max-keys` (1 to 1000).
+    #[serde(default = "default_page_size")]
+    pub page_size: u32,
+}
+
+/// The shortest accepted `usage.scan_interval_ms`.
+pub const MIN_SCAN_INTERVAL_MS: u64 = 200;
+
+impl Default for UsageConfig {
+    fn default() -> Self {
+        Self {
+            scan_interval_ms: default_scan_interval_ms(),
+            page_size: default_page_size(),
+        }
+    }
+}
+
+fn default_scan_interval_ms() -> u64 {
+    60_000
+}
+
+fn default_page_size() -> u32 {
+    1000
+}
+
+/// `http(s)://host[:port]`, nothing after the authority but a `/`.
+fn check_endpoint(endpoint: &str) -> Result<(), String> {
+    let uri: axum::http::Uri = endpoint
+        .parse()
+        .map_err(|e| format!("endpoint {endpoint:?} is not a URL: {e}"))?;
+    let scheme_ok = matches!(uri.scheme_str(), Some("http" | "https"));
+    let host_ok = uri.host().is_some_and(|h| !h.is_empty());
+    let rest_ok = matches!(uri.path(), "" | "/") && uri.query().is_none();
+    if scheme_ok && host_ok && rest_ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "endpoint {endpoint:?} must be http(s)://host[:port] with no path or query"
+        ))
+    }
 }
 
 /// Where a backend's admin credentials come from.
@@ -285,6 +366,15 @@ impl ServiceConfig {
                     b.name
                 ));
             }
+            if let Some(e) = &b.endpoint {
+                check_endpoint(e).map_err(|e| format!("backend '{}': {e}", b.name))?;
+            }
+            if !bucketgate_core::feed::valid_region(&b.region) {
+                return Err(format!(
+                    "backend '{}': region is [a-z0-9-], 1 to 32 characters",
+                    b.name
+                ));
+            }
             if let AdminSource::Static {
                 access_key_id,
                 secret_access_key,
@@ -297,6 +387,14 @@ impl ServiceConfig {
                     b.name
                 ));
             }
+        }
+        if self.usage.scan_interval_ms < MIN_SCAN_INTERVAL_MS {
+            return Err(format!(
+                "usage.scan_interval_ms must be at least {MIN_SCAN_INTERVAL_MS}"
+            ));
+        }
+        if !(1..=1000).contains(&self.usage.page_size) {
+            return Err("usage.page_size must be from 1 to 1000".into());
         }
         if self.kubernetes.label_selector.trim().is_empty() {
             return Err("kubernetes.label_selector must not be empty".into());
@@ -355,6 +453,12 @@ impl ServiceConfig {
         names
     }
 
+    /// Whether the usage scanner has anything to do: a backend with an
+    /// `endpoint`.
+    pub fn scans_usage(&self) -> bool {
+        self.backends.iter().any(|b| b.endpoint.is_some())
+    }
+
     /// The key file: configured, else `<database>.key`.
     pub fn key_file(&self) -> PathBuf {
         self.key_file.clone().unwrap_or_else(|| {
@@ -378,6 +482,10 @@ mod tests {
         assert_eq!(c.kubernetes.label_selector, SELECTOR_INTERNAL);
         assert_eq!(c.kubernetes.anonymous_label_selector, SELECTOR_ANONYMOUS);
         assert!(c.backend_names().is_empty());
+        assert_eq!(
+            (c.usage.scan_interval_ms, c.usage.page_size, c.scans_usage()),
+            (60_000, 1000, false)
+        );
 
         let c = ServiceConfig::parse(
             br#"{"database": "/tmp/x.db", "http_listen": "127.0.0.1:1234",
@@ -403,6 +511,49 @@ mod tests {
             &c.backends[1].credentials,
             AdminSource::Env { access_key_id_var, .. } if access_key_id_var == "AWS_ACCESS_KEY_ID"
         ));
+        let b = &c.backends[0];
+        assert_eq!(
+            (b.endpoint.as_deref(), b.region.as_str(), b.addressing),
+            (None, "us-east-1", Addressing::Path)
+        );
+        assert!(!c.scans_usage());
+    }
+
+    #[test]
+    fn backend_endpoints_and_the_usage_section() {
+        let c = ServiceConfig::parse(
+            br#"{"usage": {"scan_interval_ms": 200, "page_size": 2},
+                "backends": [
+                  {"name": "local", "endpoint": "http://127.0.0.1:9000",
+                   "credentials": {"source": "env"}},
+                  {"name": "aws", "endpoint": "https://s3.eu-west-1.amazonaws.com/",
+                   "region": "eu-west-1", "addressing": "virtual",
+                   "credentials": {"source": "aws_default_chain"}}
+                ]}"#,
+        )
+        .unwrap();
+        assert_eq!((c.usage.scan_interval_ms, c.usage.page_size), (200, 2));
+        assert!(c.scans_usage());
+        let (local, aws) = (&c.backends[0], &c.backends[1]);
+        assert_eq!(
+            (
+                local.endpoint.as_deref(),
+                local.region.as_str(),
+                local.addressing
+            ),
+            (Some("http://127.0.0.1:9000"), "us-east-1", Addressing::Path)
+        );
+        assert_eq!(
+            (aws.endpoint.as_deref(), aws.region.as_str(), aws.addressing),
+            (
+                Some("https://s3.eu-west-1.amazonaws.com/"),
+                "eu-west-1",
+                Addressing::Virtual
+            )
+        );
+        // Only `scan_interval_ms` given: the default page size.
+        let c = ServiceConfig::parse(br#"{"usage": {"scan_interval_ms": 1000}}"#).unwrap();
+        assert_eq!(c.usage.page_size, 1000);
     }
 
     #[test]
@@ -491,6 +642,44 @@ mod tests {
             (
                 r#"{"kubernetes": {"anonymous_label_selector": " "}}"#,
                 "anonymous_label_selector",
+            ),
+            (
+                r#"{"usage": {"scan_interval_ms": 199}}"#,
+                "scan_interval_ms must be at least 200",
+            ),
+            (r#"{"usage": {"page_size": 0}}"#, "page_size"),
+            (r#"{"usage": {"page_size": 1001}}"#, "page_size"),
+            (
+                r#"{"usage": {"interval": 1000}}"#,
+                "unknown field `interval`",
+            ),
+            (
+                r#"{"backends": [{"name": "a", "credentials": {"source": "env"}, "endpoint": "ftp://h"}]}"#,
+                "http(s)://host[:port]",
+            ),
+            (
+                r#"{"backends": [{"name": "a", "credentials": {"source": "env"}, "endpoint": "http://h/bucket"}]}"#,
+                "no path or query",
+            ),
+            (
+                r#"{"backends": [{"name": "a", "credentials": {"source": "env"}, "endpoint": "127.0.0.1:9000"}]}"#,
+                "backend 'a': endpoint",
+            ),
+            (
+                r#"{"backends": [{"name": "a", "credentials": {"source": "env"}, "endpoint": "not a url"}]}"#,
+                "is not a URL",
+            ),
+            (
+                r#"{"backends": [{"name": "a", "credentials": {"source": "env"}, "region": "EU"}]}"#,
+                "region is",
+            ),
+            (
+                r#"{"backends": [{"name": "a", "credentials": {"source": "env"}, "addressing": "odd"}]}"#,
+                "unknown variant `odd`",
+            ),
+            (
+                r#"{"backends": [{"name": "a", "credentials": {"source": "env"}, "url": "http://h"}]}"#,
+                "unknown field `url`",
             ),
         ] {
             let e = ServiceConfig::parse(json.as_bytes()).unwrap_err();

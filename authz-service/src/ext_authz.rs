@@ -26,8 +26,10 @@
 //!
 //! One service process: the rate limiter is an in-process
 //! `core::limits::RateLimiter` behind a mutex, credentials come from the
-//! broker's [`SnapshotHandle`], upstream admin keys from an [`AdminSource`]
-//! (default: the static ones in the [`Config`]).
+//! broker's [`SnapshotHandle`], quota usage from its scanner
+//! (`crate::usage::UsageHandle`, plus the bytes this process admitted since
+//! each scan), upstream admin keys from an [`AdminSource`] (default: the
+//! static ones in the [`Config`]).
 
 mod check;
 pub mod config;

@@ -13,6 +13,9 @@
 //! - `metrics`: the one Prometheus registry served at `/metrics`.
 //! - `ext_authz`: the Envoy ext_authz gRPC data plane over
 //!   `bucketgate_core::gateway` (reads the snapshot, writes check metrics).
+//! - `usage`: quota usage ([`usage::UsageHandle`]), scanned from the
+//!   backends (ListObjectsV2 with the admin credentials) for every bucket
+//!   a credential's quota names; the feed, `/v1/usage` and ext_authz read it.
 //! - `tls`: mutual TLS for the feed and ext_authz listeners (required off
 //!   loopback, see `config::ServiceConfig::check_listener`).
 
@@ -26,3 +29,4 @@ pub mod metrics;
 pub mod store;
 pub mod tls;
 pub mod upstream;
+pub mod usage;

@@ -13,6 +13,7 @@ use bucketgate_authz::metrics::Metrics;
 use bucketgate_authz::store::seal::{KEY_ENV, Sealer};
 use bucketgate_authz::store::{self, Store};
 use bucketgate_authz::tls::{self, ServerTls};
+use bucketgate_authz::usage::{Scanner, UsageHandle};
 use bucketgate_authz::{cli, ext_authz, kube_source, upstream};
 use bucketgate_core::SecretKey;
 use clap::Parser;
@@ -201,12 +202,28 @@ async fn serve(mut config: ServiceConfig, args: ServeArgs) -> anyhow::Result<()>
     )
     .await?;
 
-    // Feed, health, readiness, metrics.
+    // Quota usage: scanned when a backend has an endpoint; else every
+    // scope's usage stays unknown (the data planes' quota_when_unknown).
+    let usage = UsageHandle::new();
+    if config.scans_usage() {
+        let scanner = Scanner::new(
+            &config,
+            broker.clone(),
+            upstream_creds.clone(),
+            usage.clone(),
+            metrics.clone(),
+        );
+        tasks.spawn(scanner.run(stop_rx.clone()));
+    } else {
+        tracing::info!("no backend has an endpoint: quota usage is not scanned");
+    }
+
+    // Feed, usage report, health, readiness, metrics.
     let listener = tokio::net::TcpListener::bind(config.http_listen)
         .await
         .with_context(|| format!("binding {}", config.http_listen))?;
     tracing::info!(addr = %listener.local_addr()?, mtls = http_tls.is_some(),
-        "HTTP listening (feed, /healthz, /readyz, /metrics)");
+        "HTTP listening (feed, /v1/usage, /healthz, /readyz, /metrics)");
     let health_listener = match config.health_listen {
         Some(addr) => {
             let l = tokio::net::TcpListener::bind(addr)
@@ -220,6 +237,7 @@ async fn serve(mut config: ServiceConfig, args: ServeArgs) -> anyhow::Result<()>
     let state = AppState {
         broker: broker.clone(),
         upstream: upstream_creds.clone(),
+        usage: usage.clone(),
         metrics: metrics.clone(),
         feed_token: feed_token(&config)?,
         feed_sigv2: config.feed.sigv2_keys,
@@ -246,8 +264,8 @@ async fn serve(mut config: ServiceConfig, args: ServeArgs) -> anyhow::Result<()>
         }
     });
 
-    // Envoy ext_authz gRPC server: the live snapshot, the refreshed admin
-    // credentials, the `ext_authz` section of the config.
+    // Envoy ext_authz gRPC server: the live snapshot, quota usage, the
+    // refreshed admin credentials, the `ext_authz` section of the config.
     let ext_authz_service = |flag: &str| -> anyhow::Result<ext_authz::Service> {
         let section = config
             .ext_authz
@@ -256,6 +274,7 @@ async fn serve(mut config: ServiceConfig, args: ServeArgs) -> anyhow::Result<()>
         Ok(ext_authz::Service::with_admin(
             ext_authz::Config::from_value(section)?,
             snapshot.clone(),
+            usage.clone(),
             metrics.clone(),
             upstream_creds.clone(),
         ))

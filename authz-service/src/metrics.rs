@@ -22,6 +22,8 @@ pub struct Metrics {
     /// `bucketgate_feed_pages_total{answer}`: 200 pages, `whole` or `delta`.
     pub feed_pages: IntCounterVec,
     // --- end broker ---
+    // --- usage scanner (QuotaMetrics below, src/usage.rs) ---
+    pub quota: QuotaMetrics,
     // --- ext_authz checks (CheckMetrics below) ---
     pub check: CheckMetrics,
 }
@@ -102,6 +104,7 @@ impl Metrics {
             &["answer"],
         )?;
         // --- end broker ---
+        let quota = QuotaMetrics::register(&registry)?; // usage scanner
         let check = CheckMetrics::register(&registry)?; // ext_authz
         Ok(Self {
             registry,
@@ -112,6 +115,7 @@ impl Metrics {
             store_sync_errors,
             feed_requests,
             feed_pages,
+            quota,
             check,
         })
     }
@@ -127,6 +131,83 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+// ---- usage scanner (owned by the usage module) -----------------------------
+
+/// `bucketgate_quota_used_bytes{backend,bucket}` and
+/// `bucketgate_quota_soft_exceeded{backend,bucket}` for every bucket whose
+/// usage is known (absent: unknown), `bucketgate_quota_scans_total{result}`
+/// per bucket scan and `bucketgate_quota_scan_seconds`, how long each took.
+#[derive(Clone, Debug)]
+pub struct QuotaMetrics {
+    pub used_bytes: IntGaugeVec,
+    pub soft_exceeded: IntGaugeVec,
+    pub scans: IntCounterVec,
+    pub scan_seconds: prometheus::Histogram,
+}
+
+impl QuotaMetrics {
+    fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let used_bytes = gauge_vec(
+            registry,
+            "quota_used_bytes",
+            "Bytes stored in a bucket with a quota, from the last successful scan",
+            &["backend", "bucket"],
+        )?;
+        let soft_exceeded = gauge_vec(
+            registry,
+            "quota_soft_exceeded",
+            "1 when a bucket's scanned usage is over its soft quota, else 0",
+            &["backend", "bucket"],
+        )?;
+        let scans = counter_vec(
+            registry,
+            "quota_scans_total",
+            "Bucket usage scans (full ListObjectsV2 listings) by result (ok, error)",
+            &["result"],
+        )?;
+        let scan_seconds = prometheus::Histogram::with_opts(
+            prometheus::HistogramOpts::new(
+                "quota_scan_seconds",
+                "time spent listing one bucket for its usage",
+            )
+            .buckets(vec![
+                0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0,
+            ]),
+        )?;
+        registry.register(Box::new(scan_seconds.clone()))?;
+        Ok(Self {
+            used_bytes,
+            soft_exceeded,
+            scans,
+            scan_seconds,
+        })
+    }
+
+    /// A bucket's usage and whether it is over its soft quota.
+    pub fn set(&self, backend: &str, bucket: &str, used: u64, over_soft: bool) {
+        self.used_bytes
+            .with_label_values(&[backend, bucket])
+            .set(i64::try_from(used).unwrap_or(i64::MAX));
+        self.soft_exceeded
+            .with_label_values(&[backend, bucket])
+            .set(i64::from(over_soft));
+    }
+
+    /// A bucket whose usage is no longer known (or no longer scanned).
+    pub fn forget(&self, backend: &str, bucket: &str) {
+        let _ = self.used_bytes.remove_label_values(&[backend, bucket]);
+        let _ = self.soft_exceeded.remove_label_values(&[backend, bucket]);
+    }
+
+    /// One bucket scan done.
+    pub fn scanned(&self, ok: bool, elapsed: std::time::Duration) {
+        self.scans
+            .with_label_values(&[if ok { "ok" } else { "error" }])
+            .inc();
+        self.scan_seconds.observe(elapsed.as_secs_f64());
     }
 }
 

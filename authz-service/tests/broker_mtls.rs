@@ -29,6 +29,7 @@ use bucketgate_authz::ext_authz::{self, Config, Service};
 use bucketgate_authz::metrics::Metrics;
 use bucketgate_authz::tls::{self, ServerTls};
 use bucketgate_authz::upstream::AdminCredentialsHandle;
+use bucketgate_authz::usage::UsageHandle;
 use envoy_types::ext_authz::v3::pb::CheckRequest;
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use rcgen::{
@@ -329,6 +330,7 @@ fn app_state(metrics: &Metrics) -> AppState {
     AppState {
         broker,
         upstream: AdminCredentialsHandle::default(),
+        usage: UsageHandle::default(),
         metrics: metrics.clone(),
         feed_token: Some(TOKEN.into()),
         feed_sigv2: false,

@@ -21,6 +21,7 @@ use aws_sigv4::sign::v4;
 use bucketgate_authz::broker::{Snapshot, SnapshotHandle};
 use bucketgate_authz::ext_authz::{self, AdminSource, Clock, Config, Service};
 use bucketgate_authz::metrics::Metrics;
+use bucketgate_authz::usage::UsageHandle;
 use bucketgate_core::chunked::handoff;
 use bucketgate_core::credential::AnonymousBinding;
 use bucketgate_core::crypto::SigningKey;
@@ -97,6 +98,7 @@ async fn start() -> Harness {
     let service = Service::build(
         config,
         snapshot,
+        UsageHandle::default(),
         metrics.clone(),
         Some(Box::new(rotating.clone())),
         Box::new(FixedClock),
@@ -552,6 +554,7 @@ fn unsampled_reads_carry_no_audit_row_but_writes_and_denials_do() {
     let service = Service::build(
         config,
         SnapshotHandle::new(Snapshot::from_credentials(creds)),
+        UsageHandle::default(),
         Metrics::new(),
         None,
         Box::new(FixedClock),
@@ -626,6 +629,7 @@ fn anonymous_reads_of_a_bound_bucket_are_forwarded_and_limited_per_address() {
     let service = Service::build(
         config,
         SnapshotHandle::new(Snapshot::new(HashMap::new(), anonymous)),
+        UsageHandle::default(),
         Metrics::new(),
         None,
         Box::new(FixedClock),
@@ -660,4 +664,113 @@ fn anonymous_reads_of_a_bound_bucket_are_forwarded_and_limited_per_address() {
     let (status, _, body) = denied(&service.decide(&unsigned("GET", "/alpha/x", "10.0.0.4")));
     assert_eq!(status, 403);
     assert!(body.contains("<Code>AccessDenied</Code>"), "{body}");
+}
+
+/// A clock the test moves (Unix seconds).
+#[derive(Clone, Default)]
+struct SteppedClock(Arc<std::sync::atomic::AtomicU64>);
+impl Clock for SteppedClock {
+    fn now_ms(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::Relaxed) * 1000
+    }
+}
+impl SteppedClock {
+    fn at(&self, unix: u64) {
+        self.0.store(unix, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// A service whose tenant has a 1000-byte hard quota on `alpha`, with the
+/// broker's usage from `usage`; `s3_proxy` as given. Signatures are made
+/// at `NOW`; the service's clock starts there.
+fn quota_service(usage: &UsageHandle, s3_proxy: &str) -> (Service, SteppedClock) {
+    let config = Config::from_json(
+        format!(
+            r#"{{"region": "us-east-1", "s3_proxy": {s3_proxy},
+                "backends": [{{"name": "local", "cluster": "backend_local",
+                               "host": "{UPSTREAM_HOST}", "region": "us-east-1",
+                               "access_key_id": "{}", "secret_access_key": "{}"}}]}}"#,
+            ADMIN.0, ADMIN.1
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let mut tenant = Credential::new(TENANT.0, TENANT.1, vec![Scope::new("local", "alpha")]);
+    tenant.quota_hard_bytes = Some(1000);
+    let creds = HashMap::from([(TENANT.0.to_owned(), tenant)]);
+    let clock = SteppedClock::default();
+    clock.at(NOW);
+    let service = Service::build(
+        config,
+        SnapshotHandle::new(Snapshot::from_credentials(creds)),
+        usage.clone(),
+        Metrics::new(),
+        None,
+        Box::new(clock.clone()),
+    );
+    (service, clock)
+}
+
+fn put(service: &Service, len: u64) -> CheckResponse {
+    service.decide(&header_signed(
+        "PUT",
+        "/alpha/obj",
+        &[("content-length", &len.to_string())],
+    ))
+}
+
+fn usage_of(used: u64, at: u64) -> bucketgate_core::quota::ScopeUsage {
+    bucketgate_core::quota::ScopeUsage {
+        backend: "local".into(),
+        bucket: "alpha".into(),
+        used_bytes: used,
+        scanned_at: at as i64,
+    }
+}
+
+#[test]
+fn hard_quotas_count_the_brokers_usage_and_what_was_admitted_since() {
+    let usage = UsageHandle::default();
+    let (service, clock) = quota_service(&usage, "{}");
+    // No scan yet: unknown usage is refused by default (503).
+    assert_eq!(denied(&put(&service, 1)).0, 503);
+    // Reads are not writes.
+    forwarded(&service.decide(&header_signed("GET", "/alpha/obj", &[])));
+
+    // 800 used: 150 fits, then 100 does not (800 + 150 + 100 > 1000), 50 does.
+    usage.set(usage_of(800, NOW - 30));
+    forwarded(&put(&service, 150));
+    let (status, _, body) = denied(&put(&service, 100));
+    assert_eq!(status, 507);
+    assert!(body.contains("EntityTooLarge"), "{body}");
+    forwarded(&put(&service, 50));
+    assert_eq!(denied(&put(&service, 1)).0, 507);
+    // A scan that began before those writes (it listed 700) does not
+    // count them: 700 + 200 admitted, so 100 fits and 101 does not.
+    clock.at(NOW + 2);
+    usage.set(usage_of(700, NOW - 1));
+    assert_eq!(denied(&put(&service, 101)).0, 507);
+    forwarded(&put(&service, 100));
+    // A scan that began after the first writes (NOW) and before the last
+    // (NOW + 2) counts only the first: 850 + 100 admitted since.
+    usage.set(usage_of(850, NOW + 1));
+    assert_eq!(denied(&put(&service, 51)).0, 507);
+    forwarded(&put(&service, 50));
+    // Objects deleted, a scan after all that says so: room again.
+    clock.at(NOW + 4);
+    usage.set(usage_of(0, NOW + 3));
+    forwarded(&put(&service, 1000));
+    assert_eq!(denied(&put(&service, 1)).0, 507);
+    // The scan is dropped (failing): unknown again, refused.
+    usage.remove(&Scope::new("local", "alpha"));
+    assert_eq!(denied(&put(&service, 1)).0, 503);
+}
+
+#[test]
+fn unknown_usage_may_be_allowed_up_to_what_this_process_admitted() {
+    let usage = UsageHandle::default();
+    let (service, _) = quota_service(&usage, r#"{"quota_when_unknown": "allow"}"#);
+    forwarded(&put(&service, 600));
+    assert_eq!(denied(&put(&service, 600)).0, 507);
+    forwarded(&put(&service, 400));
 }

@@ -9,8 +9,10 @@ use bucketgate_authz::admin::{AppState, app};
 use bucketgate_authz::broker::{Broker, SnapshotHandle};
 use bucketgate_authz::metrics::Metrics;
 use bucketgate_authz::upstream::AdminCredentialsHandle;
+use bucketgate_authz::usage::UsageHandle;
 use bucketgate_core::credential::{AnonymousBinding, Credential, Scope};
 use bucketgate_core::feed::{FEED_PATH, FeedSnapshot};
+use bucketgate_core::quota::ScopeUsage;
 use bucketgate_core::resign::AdminCredentials;
 use http_body_util::BodyExt;
 use tower::ServiceExt;
@@ -20,6 +22,7 @@ const TOKEN: &str = "feed-token-of-sufficient-length";
 struct Fixture {
     broker: Broker,
     upstream: AdminCredentialsHandle,
+    usage: UsageHandle,
     metrics: Metrics,
 }
 
@@ -29,6 +32,7 @@ impl Fixture {
         Self {
             broker: Broker::new(SnapshotHandle::default(), metrics.clone(), kube),
             upstream: AdminCredentialsHandle::default(),
+            usage: UsageHandle::default(),
             metrics,
         }
     }
@@ -45,6 +49,7 @@ impl Fixture {
         let res = app(AppState {
             broker: self.broker.clone(),
             upstream: self.upstream.clone(),
+            usage: self.usage.clone(),
             metrics: self.metrics.clone(),
             feed_token: Some(TOKEN.into()),
             feed_sigv2: true,
@@ -118,6 +123,7 @@ async fn the_feed_needs_the_token() {
     let res = app(AppState {
         broker: f.broker.clone(),
         upstream: f.upstream.clone(),
+        usage: f.usage.clone(),
         metrics: f.metrics.clone(),
         feed_token: None,
         feed_sigv2: false,
@@ -414,4 +420,140 @@ async fn sigv2_keys_only_when_asked_and_allowed() {
     assert_eq!(cred.sigv2_key.as_ref(), Some(&want));
     assert!(!String::from_utf8_lossy(&serde_json::to_vec(&v2).unwrap()).contains("s1\""));
     assert_ne!(plain_headers[header::ETAG], v2_headers[header::ETAG]);
+}
+
+fn scanned(bucket: &str, used: u64, at: i64) -> ScopeUsage {
+    ScopeUsage {
+        backend: "main".into(),
+        bucket: bucket.into(),
+        used_bytes: used,
+        scanned_at: at,
+    }
+}
+
+#[tokio::test]
+async fn usage_rides_the_first_page_and_moves_the_version() {
+    let f = Fixture::new(false);
+    f.broker
+        .set_sqlite(vec![cred("K1", "s1"), cred("K2", "s2"), cred("K3", "s3")]);
+    let (etag, first) = f.page(None, None).await;
+    assert_eq!(first.usage, Some(vec![]), "no scan yet: an empty list");
+    let (_, later) = f.page(Some("K2"), None).await;
+    assert_eq!(later.usage, None);
+
+    // A scan result alone: a new version, and asked with the old one a
+    // delta with no key, just the usage (and the bindings).
+    f.usage.set(scanned("alpha", 600, 1_700_000_000));
+    f.usage.set(scanned("aardvark", 1, 1_700_000_000));
+    let (etag2, delta) = f.page(None, Some(&etag)).await;
+    assert_ne!(etag2, etag);
+    let parts = |e: &str| {
+        e.trim_matches('"')
+            .splitn(4, '-')
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    let (old, new) = (parts(&etag), parts(&etag2));
+    assert_eq!((&old[0], &old[1], &old[3]), (&new[0], &new[1], &new[3]));
+    assert_ne!(old[2], new[2], "only the usage generation moved");
+    assert!(delta.delta && delta.credentials.is_empty() && delta.removed.is_empty());
+    assert_eq!((delta.next, delta.anonymous), (None, Some(vec![])));
+    assert_eq!(
+        delta.usage,
+        Some(vec![
+            scanned("aardvark", 1, 1_700_000_000),
+            scanned("alpha", 600, 1_700_000_000)
+        ])
+    );
+    // Unchanged since: 304.
+    let auth = format!("Bearer {TOKEN}");
+    let (s, _, _) = f
+        .get(
+            &format!("{FEED_REGION}&limit=2"),
+            &[("authorization", &auth), ("if-none-match", &etag2)],
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_MODIFIED);
+    // A key and usage change together: both in the delta.
+    f.broker
+        .set_sqlite(vec![cred("K1", "s1"), cred("K2", "new"), cred("K3", "s3")]);
+    f.usage.remove(&Scope::new("main", "aardvark"));
+    let (_, d) = f.page(None, Some(&etag2)).await;
+    assert!(d.delta);
+    assert_eq!(d.credentials.len(), 1);
+    assert_eq!(d.usage, Some(vec![scanned("alpha", 600, 1_700_000_000)]));
+    // The whole set carries it too.
+    let (_, _, body) = f.feed(None).await;
+    let whole = FeedSnapshot::parse(&body).unwrap();
+    assert!(!whole.delta && whole.usage.as_ref().map(Vec::len) == Some(1));
+}
+
+#[tokio::test]
+async fn the_usage_report_needs_the_feed_token_and_has_its_shape() {
+    let f = Fixture::new(true);
+    let mut soft = Credential::new("K2", "s2", vec![Scope::new("main", "alpha")]);
+    soft.quota_soft_bytes = Some(500);
+    soft.quota_hard_bytes = Some(2000);
+    f.broker.set_sqlite(vec![cred("K1", "s1"), soft]);
+    f.usage.set(scanned("alpha", 600, 1_700_000_000));
+    f.usage.set(scanned("beta", 10, 1_700_000_001));
+    let auth = format!("Bearer {TOKEN}");
+    for h in [
+        vec![],
+        vec![("authorization", "Bearer wrong-token-of-some-length")],
+    ] {
+        let (s, headers, body) = f.get("/v1/usage", &h).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "{h:?}");
+        assert_eq!(headers[header::WWW_AUTHENTICATE], "Bearer");
+        assert!(!String::from_utf8_lossy(&body).contains("alpha"));
+    }
+    // Like the feed: not before the broker is ready.
+    let (s, _, _) = f.get("/v1/usage", &[("authorization", &auth)]).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+    f.broker.set_kubernetes(vec![]);
+    f.broker.set_kubernetes_anonymous(vec![]);
+    let (s, headers, body) = f.get("/v1/usage", &[("authorization", &auth)]).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(headers[header::CONTENT_TYPE], "application/json");
+    let got: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        got,
+        serde_json::json!({"usage": [
+            {"backend": "main", "bucket": "alpha", "used_bytes": 600,
+             "scanned_at": 1_700_000_000u64, "quota_soft_bytes": 500,
+             "quota_hard_bytes": 1000, "over_soft": true, "over_hard": false},
+            {"backend": "main", "bucket": "beta", "used_bytes": 10,
+             "scanned_at": 1_700_000_001u64, "quota_soft_bytes": null,
+             "quota_hard_bytes": null, "over_soft": false, "over_hard": false}
+        ]})
+    );
+    // Not on the health listener's app; off (404) with the feed.
+    let health = bucketgate_authz::admin::health_app(AppState {
+        broker: f.broker.clone(),
+        upstream: f.upstream.clone(),
+        usage: f.usage.clone(),
+        metrics: f.metrics.clone(),
+        feed_token: Some(TOKEN.into()),
+        feed_sigv2: false,
+    });
+    let off = app(AppState {
+        broker: f.broker.clone(),
+        upstream: f.upstream.clone(),
+        usage: f.usage.clone(),
+        metrics: f.metrics.clone(),
+        feed_token: None,
+        feed_sigv2: false,
+    });
+    for router in [health, off] {
+        let res = router
+            .oneshot(
+                Request::get("/v1/usage")
+                    .header("authorization", auth.as_str())
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    }
 }

@@ -75,6 +75,10 @@ pub struct FeedSnapshot {
     /// later pages.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub anonymous: Option<Vec<AnonymousBinding>>,
+    /// The broker's last scan of every scope with a quota, whole, on the
+    /// first page of every answer (like `anonymous`); `None` on later pages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Vec<crate::quota::ScopeUsage>>,
     /// Access keys gone since the requester's version (delta answers only).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub removed: Vec<String>,
@@ -337,6 +341,7 @@ impl FeedSnapshot {
             credentials,
             backends,
             anonymous: None,
+            usage: None,
             removed: Vec::new(),
             delta: false,
             next: None,

@@ -12,7 +12,7 @@ use crate::chunked::{ChunkLimits, ChunkResigner, ChunkSigner, StreamingMode};
 use crate::credential::{AnonymousBindings, Credential, Scope};
 use crate::error::{AccessDeniedReason, DenyReason};
 use crate::http::RequestParts;
-use crate::limits::{RateLimiter, quota_precheck};
+use crate::limits::RateLimiter;
 use crate::policy;
 use crate::request::{self, Operation, S3Request};
 use crate::resign::{
@@ -110,18 +110,58 @@ impl RateLimit for RateLimiter {
     }
 }
 
-/// Bytes stored under a scope, for the quota pre-check. `None`: unknown.
+/// Hard quotas: admits a write's bytes to a scope or says why not, in one
+/// step (see [`crate::quota`]); the adapter decides where usage and the
+/// admitted bytes live.
 pub trait QuotaUsage {
-    fn used_bytes(&self, scope: &Scope) -> Option<u64>;
+    fn reserve(
+        &self,
+        scope: &Scope,
+        incoming: Option<u64>,
+        hard: u64,
+        now_ms: u64,
+    ) -> Result<(), DenyReason>;
 }
 
-/// No usage feed: every scope's usage is unknown.
+/// No usage at all: every write to a scope with a hard quota is refused
+/// (503), as unknown usage is by default.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct NoUsage;
 
 impl QuotaUsage for NoUsage {
-    fn used_bytes(&self, _: &Scope) -> Option<u64> {
-        None
+    fn reserve(&self, _: &Scope, _: Option<u64>, _: u64, _: u64) -> Result<(), DenyReason> {
+        Err(DenyReason::ServiceUnavailable)
+    }
+}
+
+/// Usage from the broker plus admitted bytes behind a lock: the native
+/// module (one per process) and the ext_authz service.
+#[allow(missing_debug_implementations)]
+pub struct LockedUsage<'a> {
+    pub usage: &'a crate::quota::UsageMap,
+    pub admitted: &'a std::sync::Mutex<std::collections::HashMap<Scope, crate::quota::Admitted>>,
+    pub when_unknown: crate::quota::WhenUnknown,
+}
+
+impl QuotaUsage for LockedUsage<'_> {
+    fn reserve(
+        &self,
+        scope: &Scope,
+        incoming: Option<u64>,
+        hard: u64,
+        now_ms: u64,
+    ) -> Result<(), DenyReason> {
+        let mut admitted = self
+            .admitted
+            .lock()
+            .map_err(|_| DenyReason::InternalError("quota state poisoned"))?;
+        admitted.entry(scope.clone()).or_default().reserve(
+            self.usage.get(scope),
+            incoming,
+            hard,
+            self.when_unknown,
+            now_ms,
+        )
     }
 }
 
@@ -429,13 +469,9 @@ impl Gateway {
             .backend(&scope.backend)
             .ok_or(DenyReason::InternalError("scope names an unknown backend"))?;
 
-        if cred.quota_hard_bytes.is_some() && adds_bytes(s3.operation) {
-            // Fail closed: a hard quota with unknown usage is not enforceable.
-            let used = cx
-                .usage
-                .used_bytes(scope)
-                .ok_or(DenyReason::ServiceUnavailable)?;
-            quota_precheck(used, incoming_bytes(parts), cred.quota_hard_bytes)?;
+        if let Some(hard) = cred.quota_hard_bytes.filter(|_| adds_bytes(s3.operation)) {
+            cx.usage
+                .reserve(scope, incoming_bytes(parts, s3.operation), hard, cx.now_ms)?;
         }
 
         let upstream = Upstream {
@@ -700,12 +736,19 @@ fn adds_bytes(op: Operation) -> bool {
     )
 }
 
-/// The body size the upload declares.
-fn incoming_bytes(parts: &RequestParts<'_>) -> Option<u64> {
-    parts
-        .header("x-amz-decoded-content-length")
-        .or_else(|| parts.header("content-length"))
-        .and_then(|v| v.trim().parse().ok())
+/// The bytes a write adds to its scope: the size the upload declares (the
+/// decoded length of an aws-chunked one, which its signature covers);
+/// nothing for creating or completing a multipart upload (its parts were
+/// counted); unknown for copies.
+fn incoming_bytes(parts: &RequestParts<'_>, op: Operation) -> Option<u64> {
+    match op {
+        Operation::CreateMultipartUpload | Operation::CompleteMultipartUpload => Some(0),
+        Operation::CopyObject | Operation::UploadPartCopy => None,
+        _ => parts
+            .header("x-amz-decoded-content-length")
+            .or_else(|| parts.header("content-length"))
+            .and_then(|v| v.trim().parse().ok()),
+    }
 }
 
 #[cfg(test)]

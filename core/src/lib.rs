@@ -21,6 +21,7 @@ pub mod limits;
 pub mod plugin;
 pub mod policy;
 pub mod query;
+pub mod quota;
 pub mod reply;
 pub mod request;
 pub mod resign;

@@ -349,6 +349,9 @@ pub struct LimiterConfig {
     pub auth_failure_rps: u32,
     /// 0 = `auth_failure_rps`.
     pub auth_failure_burst: u32,
+    /// Writes to a scope with a hard quota whose usage is unknown
+    /// (`s3_proxy.quota_when_unknown`).
+    pub quota_when_unknown: crate::quota::WhenUnknown,
 }
 
 /// The default budget of authentication failures per source address: a
@@ -406,6 +409,7 @@ impl Default for LimiterConfig {
             max_source_ips: 10_000,
             auth_failure_rps: DEFAULT_AUTH_FAILURE_RPS,
             auth_failure_burst: DEFAULT_AUTH_FAILURE_BURST,
+            quota_when_unknown: crate::quota::WhenUnknown::Deny,
         }
     }
 }

@@ -56,6 +56,8 @@ pub struct Config {
     pub credentials: CredentialMap,
     /// Anonymous bindings by bucket: the static ones, then the feed's.
     pub anonymous: AnonymousBindings,
+    /// Quota usage from the feed (none without one).
+    pub usage: crate::quota::UsageMap,
     pub limits: LimiterConfig,
     pub read_sample_rate: f64,
     /// Where to poll the broker's feed; `None`: static credentials only.
@@ -155,6 +157,7 @@ pub fn parse(json: &[u8]) -> Result<Config, String> {
         clusters: shared.clusters,
         credentials,
         anonymous,
+        usage: crate::quota::UsageMap::new(),
         limits: shared.limits,
         read_sample_rate: shared.read_sample_rate,
         feed,

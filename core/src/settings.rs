@@ -78,6 +78,9 @@ struct RawLimits {
     /// binding whose own `per_source_ip_rps` is 0; 0 = unlimited.
     #[serde(default = "default_anonymous_per_source_ip_rps")]
     anonymous_per_source_ip_rps: u32,
+    /// Writes under a hard quota whose usage is unknown: `deny` or `allow`.
+    #[serde(default)]
+    quota_when_unknown: crate::quota::WhenUnknown,
 }
 
 /// No `s3_proxy` object: the same defaults as an empty one (a derived
@@ -90,6 +93,7 @@ impl Default for RawLimits {
             auth_failure_rps: default_auth_failure_rps(),
             auth_failure_burst: default_auth_failure_burst(),
             anonymous_per_source_ip_rps: default_anonymous_per_source_ip_rps(),
+            quota_when_unknown: crate::quota::WhenUnknown::Deny,
         }
     }
 }
@@ -271,6 +275,7 @@ impl<E> Settings<E> {
                 auth_failure_rps: self.s3_proxy.auth_failure_rps,
                 auth_failure_burst: self.s3_proxy.auth_failure_burst,
                 default_source_ip_rps: self.s3_proxy.anonymous_per_source_ip_rps,
+                quota_when_unknown: self.s3_proxy.quota_when_unknown,
                 ..LimiterConfig::default()
             },
             read_sample_rate: self.audit.read_sample_rate,

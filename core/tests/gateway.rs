@@ -12,10 +12,12 @@ use std::collections::HashMap;
 use bucketgate_core::chunked::ChunkLimits;
 use bucketgate_core::credential::{AnonymousBinding, AnonymousBindings};
 use bucketgate_core::feed::{Coverage, FeedBackend, FeedCredential};
+use bucketgate_core::gateway::LockedUsage;
 use bucketgate_core::gateway::{
     Action, Backend, Context, Decision, Gateway, NoUsage, Outcome, QuotaUsage,
 };
 use bucketgate_core::limits::{LimiterConfig, RateLimiter};
+use bucketgate_core::quota::{ScopeUsage, UsageMap, WhenUnknown};
 use bucketgate_core::request::Operation;
 use bucketgate_core::resign::{AdminCredentials, UpstreamAddressing};
 use bucketgate_core::sigv4::{FixedKeyCache, Verifier};
@@ -75,10 +77,33 @@ fn creds() -> HashMap<String, Credential> {
     m
 }
 
+/// A scope's scanned usage, with a fresh admitted book per value.
 struct Usage(u64);
 impl QuotaUsage for Usage {
-    fn used_bytes(&self, _: &Scope) -> Option<u64> {
-        Some(self.0)
+    fn reserve(
+        &self,
+        scope: &Scope,
+        incoming: Option<u64>,
+        hard: u64,
+        now_ms: u64,
+    ) -> Result<(), DenyReason> {
+        let usage: UsageMap = [(
+            scope.clone(),
+            ScopeUsage {
+                backend: scope.backend.clone(),
+                bucket: scope.bucket.clone(),
+                used_bytes: self.0,
+                scanned_at: 0,
+            },
+        )]
+        .into();
+        let admitted = std::sync::Mutex::new(HashMap::new());
+        LockedUsage {
+            usage: &usage,
+            admitted: &admitted,
+            when_unknown: WhenUnknown::Deny,
+        }
+        .reserve(scope, incoming, hard, now_ms)
     }
 }
 
@@ -311,6 +336,74 @@ fn quota_is_enforced_and_fails_closed_without_usage() {
     assert!(matches!(put(&mut r, &Usage(79)).action, Action::Forward(_)));
     // Reads are not subject to quota.
     assert!(matches!(r.get("/alpha/obj").action, Action::Forward(_)));
+}
+
+/// Parallel writers share one book: admitted bytes count until the next
+/// scan, so the limit holds between scans; completing a multipart upload
+/// adds nothing (its parts were counted), a copy only fits under the limit.
+#[test]
+fn admitted_writes_count_between_scans() {
+    let mut r = Run::new();
+    r.creds.get_mut(AKID).unwrap().quota_hard_bytes = Some(100);
+    let usage: UsageMap = [(
+        Scope::new("main", "alpha"),
+        ScopeUsage {
+            backend: "main".into(),
+            bucket: "alpha".into(),
+            used_bytes: 30,
+            scanned_at: NOW as i64 - 60,
+        },
+    )]
+    .into();
+    let admitted = std::sync::Mutex::new(HashMap::new());
+    let book = LockedUsage {
+        usage: &usage,
+        admitted: &admitted,
+        when_unknown: WhenUnknown::Deny,
+    };
+    let sha = "44ce7dd67c959e0d3524ffac1771dfbba87d2b6b4b4e99e42034a8b803f8b072";
+    let put = |r: &mut Run, len: &str| {
+        r.send(
+            "PUT",
+            "/alpha/obj",
+            &[("content-length", len)],
+            sha,
+            SECRET,
+            &book,
+        )
+    };
+    assert!(matches!(put(&mut r, "40").action, Action::Forward(_)));
+    assert!(matches!(put(&mut r, "30").action, Action::Forward(_)));
+    assert_eq!(
+        denied(&put(&mut r, "1")),
+        (507, "quota_exceeded"),
+        "30 used + 70 admitted"
+    );
+    let o = r.send(
+        "POST",
+        "/alpha/obj?uploadId=u",
+        &[("content-length", "500")],
+        sha,
+        SECRET,
+        &book,
+    );
+    assert!(
+        matches!(o.action, Action::Forward(_)),
+        "complete adds nothing: {o:?}"
+    );
+    let o = r.send(
+        "PUT",
+        "/alpha/copy",
+        &[("x-amz-copy-source", "/alpha/obj")],
+        EMPTY,
+        SECRET,
+        &book,
+    );
+    assert_eq!(
+        denied(&o),
+        (507, "quota_exceeded"),
+        "a copy of unknown size at the limit"
+    );
 }
 
 #[test]

@@ -22,7 +22,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use arc_swap::ArcSwap;
 use bucketgate_core::chunked::BufferedResigner;
 use bucketgate_core::feed::FEED_PATH;
-use bucketgate_core::gateway::{Action, Audit, Context as GwContext, Decision, NoUsage, Outcome};
+use bucketgate_core::gateway::{
+    Action, Audit, Context as GwContext, Decision, LockedUsage, Outcome,
+};
 use bucketgate_core::plugin::poll::{FeedSettings, Paging, PollOutcome, apply_page, classify};
 use bucketgate_core::plugin::{self, Config};
 use bucketgate_core::request::Operation;
@@ -372,6 +374,20 @@ impl FilterConfig {
     }
 }
 
+/// The bytes admitted under hard quotas since each scope's last scan: one
+/// book per process, shared by every worker (locked only by writes to a
+/// scope with a hard quota).
+fn admitted_writes() -> &'static std::sync::Mutex<
+    std::collections::HashMap<bucketgate_core::Scope, bucketgate_core::quota::Admitted>,
+> {
+    static BOOK: std::sync::OnceLock<
+        std::sync::Mutex<
+            std::collections::HashMap<bucketgate_core::Scope, bucketgate_core::quota::Admitted>,
+        >,
+    > = std::sync::OnceLock::new();
+    BOOK.get_or_init(Default::default)
+}
+
 fn spawn_ticker(config: Weak<FilterConfig>, period: Duration) {
     let spawned = std::thread::Builder::new()
         .name("bucketgate-feed".into())
@@ -567,7 +583,11 @@ impl StreamFilter {
                     credentials: &config.credentials,
                     anonymous: &config.anonymous,
                     limiter: &mut limiter,
-                    usage: &NoUsage,
+                    usage: &LockedUsage {
+                        usage: &config.usage,
+                        admitted: admitted_writes(),
+                        when_unknown: config.limits.quota_when_unknown,
+                    },
                     cache,
                     source_ip: source,
                     now_ms: now_ms(),

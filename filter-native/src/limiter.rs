@@ -203,6 +203,7 @@ mod tests {
             max_source_ips: 10,
             auth_failure_rps: 2,
             auth_failure_burst: 2,
+            quota_when_unknown: bucketgate_core::quota::WhenUnknown::Deny,
         }
     }
 
@@ -251,6 +252,38 @@ mod tests {
             l.check(Some("unknown"), None, None, now),
             Err(DenyReason::InternalError(_))
         ));
+    }
+
+    #[test]
+    fn anonymous_sources_get_their_own_budgets() {
+        let buckets = Buckets::carry(None, std::iter::empty());
+        let mut cfg = config(0, 0);
+        cfg.default_source_ip_rps = 3;
+        let now = 1_700_000_000_000u64;
+        let mut l = AtomicLimiter {
+            config: &cfg,
+            buckets: &buckets,
+        };
+        let source = "pub|192.0.2.77";
+        for _ in 0..3 {
+            assert!(l.check(None, None, Some((source, 0)), now).is_ok());
+        }
+        assert!(matches!(
+            l.check(None, None, Some((source, 0)), now),
+            Err(DenyReason::SlowDown {
+                limit: Limit::PerSourceIp,
+                ..
+            })
+        ));
+        // The binding's own rate replaces the default (another address).
+        assert!(
+            l.check(None, None, Some(("pub|192.0.2.78", 1)), now)
+                .is_ok()
+        );
+        assert!(
+            l.check(None, None, Some(("pub|192.0.2.78", 1)), now)
+                .is_err()
+        );
     }
 
     #[test]

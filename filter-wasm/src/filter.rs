@@ -12,7 +12,7 @@ use std::time::UNIX_EPOCH;
 
 use bucketgate_core::chunked::BufferedResigner;
 use bucketgate_core::error::RateLimit as Limit;
-use bucketgate_core::gateway::{Action, Audit, Context as GwContext, NoUsage, RateLimit};
+use bucketgate_core::gateway::{Action, Audit, Context as GwContext, QuotaUsage, RateLimit};
 use bucketgate_core::limits::{BucketState, LimiterConfig, Rate};
 use bucketgate_core::request::Operation;
 use bucketgate_core::sigv4::FixedKeyCache;
@@ -375,7 +375,10 @@ impl Filter {
                 credentials: &config.credentials,
                 anonymous: &config.anonymous,
                 limiter: &mut limiter,
-                usage: &NoUsage,
+                usage: &SharedQuota {
+                    usage: &config.usage,
+                    when_unknown: config.limits.quota_when_unknown,
+                },
                 cache: self.cache.as_ref(),
                 source_ip: source,
                 now_ms: now,
@@ -548,6 +551,52 @@ fn auth_failure_seed() -> u64 {
         }
     }
     0
+}
+
+/// Hard quotas across the workers: the bytes admitted per scope since its
+/// last scan live in shared data (`bucketgate.quota.<backend>/<bucket>`),
+/// checked and added under compare-and-swap so parallel writers on other
+/// workers see each other.
+struct SharedQuota<'a> {
+    usage: &'a bucketgate_core::quota::UsageMap,
+    when_unknown: bucketgate_core::quota::WhenUnknown,
+}
+
+impl QuotaUsage for SharedQuota<'_> {
+    fn reserve(
+        &self,
+        scope: &bucketgate_core::Scope,
+        incoming: Option<u64>,
+        hard: u64,
+        now_ms: u64,
+    ) -> Result<(), DenyReason> {
+        let key = format!("bucketgate.quota.{}/{}", scope.backend, scope.bucket);
+        for _ in 0..16 {
+            let (data, cas) = match hostcalls::get_shared_data(&key) {
+                Ok(v) => v,
+                Err(_) => return Err(DenyReason::InternalError("shared data unavailable")),
+            };
+            let mut book = match data.as_deref() {
+                None => bucketgate_core::quota::Admitted::default(),
+                Some(b) => bucketgate_core::quota::Admitted::decode(b)
+                    .ok_or(DenyReason::InternalError("quota state unreadable"))?,
+            };
+            book.reserve(
+                self.usage.get(scope),
+                incoming,
+                hard,
+                self.when_unknown,
+                now_ms,
+            )?;
+            match hostcalls::set_shared_data(&key, Some(&book.encode()), cas) {
+                Ok(()) => return Ok(()),
+                Err(Status::CasMismatch) => continue,
+                Err(_) => return Err(DenyReason::InternalError("shared data unavailable")),
+            }
+        }
+        // Too contended to update: refused, not admitted uncounted.
+        Err(DenyReason::ServiceUnavailable)
+    }
 }
 
 /// Keeps the anonymous budgets' slots apart from the authentication

@@ -241,6 +241,29 @@ pub struct BucketClaimStatus {
     pub observed_generation: Option<i64>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// What the bucket held at the broker's last scan, against the quota
+    /// (absent until the operator polls the broker's usage).
+    // Written only by the usage poller (`usage.rs`, its own field manager);
+    // the reconciler's status patches never carry it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<ClaimUsage>,
+}
+
+/// `status.usage`: the broker's last scan of the claim's bucket (`GET
+/// /v1/usage`) against the claim's quota. The poller writes all four fields
+/// at once.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClaimUsage {
+    /// Bytes the bucket held at the last scan.
+    pub used_bytes: i64,
+    /// RFC 3339; when that scan began.
+    pub last_scan_time: String,
+    /// usedBytes is over quota.soft.
+    pub soft_exceeded: bool,
+    /// usedBytes reached quota.hard: the gateway refuses writes that would
+    /// go past it.
+    pub hard_exceeded: bool,
 }
 
 // ---------------------------------------------------------------------------

@@ -3,7 +3,8 @@
 //! `crd` (the resources), `mint` (credentials), `plan` (the rotation and
 //! overlap state machine, pure, clock injected), `secrets` (Kubernetes
 //! Secrets rendered through `bucketgate_core::contract`), `s3` (bucket
-//! creation, ownership, deletion), `reconcile` (the controller), `webhook`
+//! creation, ownership, deletion), `reconcile` (the controller), `usage`
+//! (the broker's quota usage on claim status, with Events), `webhook`
 //! (admission), `metrics`. `main.rs` only wires them.
 #![forbid(unsafe_code)]
 
@@ -17,6 +18,7 @@ pub mod plan;
 pub mod reconcile;
 pub mod s3;
 pub mod secrets;
+pub mod usage;
 pub mod webhook;
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! `bucketgate-operator`: `crd` prints the CRDs; `run` starts the BucketClaim
-//! and S3Backend controllers (leader-elected, `/metrics`, `/healthz`,
-//! `/readyz`); `webhook` serves the admission webhooks over TLS
-//! (`/validate`, `/mutate`, `/healthz`). Wiring only: the library does the work.
+//! and S3Backend controllers and, with `--usage-url`, the usage poller
+//! (leader-elected, `/metrics`, `/healthz`, `/readyz`); `webhook` serves the
+//! admission webhooks over TLS (`/validate`, `/mutate`, `/healthz`). Wiring
+//! only: the library does the work.
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -18,6 +19,7 @@ use bucketgate_operator::reconcile::{
     self, Context, FIELD_MANAGER, Settings, SystemClock, claim_for_secret, os_minter,
 };
 use bucketgate_operator::s3::S3Buckets;
+use bucketgate_operator::usage::{self, UsageSource};
 use bucketgate_operator::webhook::inject::{
     DEFAULT_GATEWAY_ENDPOINT, DEFAULT_SIDECAR_HEALTH_PORT, DEFAULT_SIDECAR_IMAGE,
     DEFAULT_SIDECAR_PORT,
@@ -63,6 +65,19 @@ enum Command {
         /// Leader-election identity (the pod name).
         #[arg(long, env = "POD_NAME", default_value = "bucketgate-operator")]
         identity: String,
+        /// The broker's usage endpoint (http[s]://HOST[:PORT]/v1/usage):
+        /// copied onto BucketClaim `status.usage`, with Events when a claim
+        /// crosses its quota. Absent: off.
+        #[arg(long, requires = "usage_token_file")]
+        usage_url: Option<String>,
+        /// File holding the usage endpoint's bearer token (the broker's feed
+        /// token); re-read at each poll.
+        #[arg(long)]
+        usage_token_file: Option<PathBuf>,
+        /// Seconds between polls of `--usage-url`.
+        #[arg(long, default_value_t = usage::DEFAULT_POLL_SECONDS,
+              value_parser = clap::value_parser!(u64).range(1..))]
+        usage_poll_seconds: u64,
     },
     /// Serve the admission webhooks over TLS: `/validate` (BucketClaim,
     /// S3Backend) and `/mutate` (Pods annotated `broker.stowage.io/inject`).
@@ -121,7 +136,19 @@ fn main() -> ExitCode {
                 proxy_endpoint,
                 http,
                 identity,
-            } => run(namespace, proxy_endpoint, http, identity).await,
+                usage_url,
+                usage_token_file,
+                usage_poll_seconds,
+            } => {
+                let usage = match (usage_url, usage_token_file) {
+                    (Some(url), Some(token)) => Some((
+                        UsageSource::new(&url, token)?,
+                        Duration::from_secs(usage_poll_seconds),
+                    )),
+                    _ => None,
+                };
+                run(namespace, proxy_endpoint, http, identity, usage).await
+            }
             Command::Webhook {
                 namespace,
                 listen,
@@ -192,6 +219,7 @@ async fn run(
     proxy_endpoint: String,
     http: SocketAddr,
     identity: String,
+    usage: Option<(UsageSource, Duration)>,
 ) -> Result<(), BoxError> {
     let client = Client::try_default().await?;
     let metrics = Metrics::new()?;
@@ -256,7 +284,7 @@ async fn run(
         }
         metrics.leader.set(1);
         tracing::info!(%identity, "leading: starting the controllers");
-        // Both controllers stop when the lease is lost.
+        // The controllers and the usage poller stop when the lease is lost.
         let claim_controller = {
             let claims: Api<BucketClaim> = Api::all(client.clone());
             let consumer: Api<Secret> = Api::all(client.clone());
@@ -311,12 +339,29 @@ async fn run(
                 }
             })
         };
-        futures::join!(claim_controller, backend_controller);
+        let usage_poller = async {
+            if let Some((source, every)) = &usage {
+                tracing::info!(
+                    every_seconds = every.as_secs(),
+                    "polling the broker's usage"
+                );
+                usage::run(
+                    client.clone(),
+                    ctx.recorder.clone(),
+                    metrics.clone(),
+                    source.clone(),
+                    *every,
+                    leading.clone(),
+                )
+                .await;
+            }
+        };
+        futures::join!(claim_controller, backend_controller, usage_poller);
         metrics.leader.set(0);
         if lease_task.is_finished() {
             return Err("leader election task ended".into());
         }
-        tracing::warn!("lost the leader lease: controllers stopped");
+        tracing::warn!("lost the leader lease: controllers and usage poller stopped");
     }
 }
 

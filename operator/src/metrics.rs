@@ -15,6 +15,9 @@ pub struct Metrics {
     pub expired_deleted: IntCounterVec,
     /// 1 while this replica holds the leader lease.
     pub leader: IntGauge,
+    /// Polls of the broker's usage by result (`ok`, `partial`: some status
+    /// writes failed, `fetch_error`, `error`: claims not listed).
+    pub usage_polls: IntCounterVec,
 }
 
 impl Metrics {
@@ -46,11 +49,16 @@ impl Metrics {
             &["why"],
         )?;
         let leader = IntGauge::new("leader", "1 while this replica holds the leader lease")?;
+        let usage_polls = IntCounterVec::new(
+            Opts::new("usage_polls_total", "Polls of the broker's usage by result"),
+            &["result"],
+        )?;
         registry.register(Box::new(reconciles.clone()))?;
         registry.register(Box::new(backend_reconciles.clone()))?;
         registry.register(Box::new(minted.clone()))?;
         registry.register(Box::new(expired_deleted.clone()))?;
         registry.register(Box::new(leader.clone()))?;
+        registry.register(Box::new(usage_polls.clone()))?;
         Ok(Self {
             registry,
             reconciles,
@@ -58,6 +66,7 @@ impl Metrics {
             minted,
             expired_deleted,
             leader,
+            usage_polls,
         })
     }
 

@@ -221,12 +221,24 @@ pub(crate) fn condition(
     }
 }
 
+/// Merge-patches the status, never `status.usage`: that is the usage
+/// poller's (`usage.rs`), and a reconcile that read the claim before the
+/// poller's last write would otherwise put the old value back (and the
+/// poller would then announce the same quota crossing twice).
 async fn patch_status(
     ctx: &Context,
     claim: &BucketClaim,
     status: BucketClaimStatus,
 ) -> Result<(), Error> {
-    if claim.status.as_ref() == Some(&status) {
+    let status = BucketClaimStatus {
+        usage: None,
+        ..status
+    };
+    let current = claim
+        .status
+        .clone()
+        .map(|s| BucketClaimStatus { usage: None, ..s });
+    if current.as_ref() == Some(&status) {
         return Ok(());
     }
     let api: Api<BucketClaim> =
@@ -748,6 +760,7 @@ async fn apply(claim: &BucketClaim, ctx: &Context) -> Result<Action, Error> {
         rotated_at: format_rfc3339(p.rotated_at),
         observed_generation: gen_,
         conditions,
+        usage: None,
     };
     patch_status(ctx, claim, new_status).await?;
 

@@ -89,8 +89,11 @@ def expected_plugin_config(v):
         "host_suffixes": g.get("hostSuffixes", []),
         "s3_proxy": {"global_rps": rl.get("globalRps", 0), "per_key_rps": rl.get("perKeyRps", 0),
                      "auth_failure_rps": rl.get("authFailureRps", 10),
-                     "auth_failure_burst": rl.get("authFailureBurst", 50)},
+                     "auth_failure_burst": rl.get("authFailureBurst", 50),
+                     "anonymous_per_source_ip_rps": rl.get("anonymousPerSourceIpRps", 20),
+                     "quota_when_unknown": g.get("quota", {}).get("whenUnknown", "deny")},
         "audit": {"read_sample_rate": 1.0},
+        "sigv2": g.get("sigv2", False),
         "backends": backends,
         "feed": {"cluster": "bucketgate_feed", "authority": "bucketgate-authz", "token": g["feed"]["token"],
                  "poll_ms": 1000, "page_size": 1000},
@@ -231,6 +234,14 @@ def test_the_broker_config_matches_the_mode():
         creds = {b["name"]: b["credentials"] for b in cfg["backends"]}
         assert creds["aws"] == {"source": "aws_default_chain"}
         assert creds["minio"]["access_key_id_file"] == "/run/backends/minio/AWS_ACCESS_KEY_ID"
+        # The broker scans quota usage at each backend's own endpoint.
+        v = values(mode)
+        for b in v["backends"]:
+            got = next(x for x in cfg["backends"] if x["name"] == b["name"])
+            assert got["endpoint"] == b["endpoint"].rstrip("/")
+            assert got["region"] == b.get("region", v["gateway"].get("region", "us-east-1"))
+        assert cfg["usage"] == {"scan_interval_ms": 60000}
+        assert "feed" not in cfg, "SigV2 keys stay in the broker unless gateway.sigv2"
         if mode == "ext-authz":
             want = expected_plugin_config(values(mode))
             del want["feed"]

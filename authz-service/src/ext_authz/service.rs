@@ -1,11 +1,16 @@
 //! The gRPC `Authorization` service: where the state of the ext_authz data
 //! plane lives (credential snapshot with its anonymous bindings, admin
-//! credentials, the one rate limiter, the signing-key cache, metrics) and
-//! the per-check glue around `Gateway::handle`. Anonymous reads are limited
+//! credentials, quota usage with the bytes admitted since each scan, the
+//! one rate limiter, the signing-key cache, metrics) and the per-check glue
+//! around `Gateway::handle`. Hard quotas: the broker's scanned usage
+//! ([`UsageHandle`]) plus what this process admitted since the scan began,
+//! behind one lock (`core::gateway::LockedUsage`); unknown usage follows
+//! `s3_proxy.quota_when_unknown`. Anonymous reads are limited
 //! per source address (`check::Head::source_ip`) at the binding's rate,
 //! or `s3_proxy.anonymous_per_source_ip_rps` for a binding that names none
 //! (the limiter's `default_source_ip_rps`, from `core::settings`).
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -13,8 +18,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use arc_swap::ArcSwap;
 use bucketgate_core::DenyReason;
 use bucketgate_core::RequestParts;
-use bucketgate_core::gateway::{Audit, Context, Gateway, NoUsage, RateLimit};
+use bucketgate_core::credential::Scope;
+use bucketgate_core::gateway::{Audit, Context, Gateway, LockedUsage, RateLimit};
 use bucketgate_core::limits::RateLimiter;
+use bucketgate_core::quota::Admitted;
 use bucketgate_core::resign::AdminCredentials;
 use bucketgate_core::sigv4::FixedKeyCache;
 use envoy_types::ext_authz::v3::pb::{
@@ -26,6 +33,7 @@ use super::Config;
 use super::check::{self, Head, Metadata};
 use crate::broker::SnapshotHandle;
 use crate::metrics::Metrics;
+use crate::usage::UsageHandle;
 
 /// Current upstream admin credentials of a backend (the broker refreshes
 /// them from its config or the AWS default chain). `None`: fall back to the
@@ -58,6 +66,9 @@ struct Inner {
     /// `config.gateway` with the admin credentials currently in force.
     gateway: ArcSwap<Gateway>,
     snapshot: SnapshotHandle,
+    usage: UsageHandle,
+    /// Bytes admitted per scope since its last scan (core::quota).
+    admitted: Mutex<HashMap<Scope, Admitted>>,
     admin: Option<Box<dyn AdminSource>>,
     clock: Box<dyn Clock>,
     limiter: Mutex<RateLimiter>,
@@ -80,31 +91,43 @@ impl std::fmt::Debug for Service {
 }
 
 impl Service {
-    /// A service using the static admin credentials of `config`.
+    /// A service using the static admin credentials of `config`, with no
+    /// usage (every scope's usage unknown).
     pub fn new(config: Config, snapshot: SnapshotHandle, metrics: Metrics) -> Self {
-        Self::build(config, snapshot, metrics, None, Box::new(SystemClock))
+        Self::build(
+            config,
+            snapshot,
+            UsageHandle::default(),
+            metrics,
+            None,
+            Box::new(SystemClock),
+        )
     }
 
-    /// Same, taking admin credentials from `admin` first.
+    /// Same, taking admin credentials from `admin` first and usage from
+    /// the broker's scanner.
     pub fn with_admin(
         config: Config,
         snapshot: SnapshotHandle,
+        usage: UsageHandle,
         metrics: Metrics,
         admin: impl AdminSource,
     ) -> Self {
         Self::build(
             config,
             snapshot,
+            usage,
             metrics,
             Some(Box::new(admin)),
             Box::new(SystemClock),
         )
     }
 
-    /// Full control, for tests: admin source and clock.
+    /// Full control, for tests: usage, admin source and clock.
     pub fn build(
         config: Config,
         snapshot: SnapshotHandle,
+        usage: UsageHandle,
         metrics: Metrics,
         admin: Option<Box<dyn AdminSource>>,
         clock: Box<dyn Clock>,
@@ -114,6 +137,8 @@ impl Service {
             gateway: ArcSwap::from_pointee(config.gateway.clone()),
             config,
             snapshot,
+            usage,
+            admitted: Mutex::new(HashMap::new()),
             admin,
             clock,
             limiter: Mutex::new(limiter),
@@ -127,7 +152,8 @@ impl Service {
         AuthorizationServer::new(self)
     }
 
-    /// Drops idle rate-limit state once a minute.
+    /// Drops idle rate-limit state and admitted bytes a later scan counted,
+    /// once a minute.
     pub(crate) async fn sweep_forever(self) {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
         loop {
@@ -136,6 +162,19 @@ impl Service {
             if let Ok(mut l) = self.0.limiter.lock() {
                 l.sweep(now);
             }
+            self.sweep_admitted();
+        }
+    }
+
+    /// Forgets admitted writes a scan counted; keeps those of scopes whose
+    /// usage is unknown (with `quota_when_unknown: allow`, all they count).
+    fn sweep_admitted(&self) {
+        let usage = self.0.usage.load();
+        if let Ok(mut admitted) = self.0.admitted.lock() {
+            admitted.retain(|scope, a| {
+                a.prune(usage.get(scope));
+                a.pending() > 0
+            });
         }
     }
 
@@ -152,6 +191,12 @@ impl Service {
         let parts = RequestParts::new(head.method, head.target, &head.headers);
         let gateway = self.gateway();
         let snapshot = inner.snapshot.load();
+        let usage = inner.usage.load();
+        let quota = LockedUsage {
+            usage: &usage,
+            admitted: &inner.admitted,
+            when_unknown: inner.config.limits.quota_when_unknown,
+        };
         let mut limiter = Locked(&inner.limiter);
         let mut outcome = gateway.handle(
             &parts,
@@ -159,7 +204,7 @@ impl Service {
                 credentials: &*snapshot,
                 anonymous: &snapshot.anonymous,
                 limiter: &mut limiter,
-                usage: &NoUsage,
+                usage: &quota,
                 cache: &inner.cache,
                 source_ip: head.source_ip,
                 now_ms: inner.clock.now_ms(),

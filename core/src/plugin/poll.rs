@@ -297,6 +297,9 @@ pub fn apply_page(base: &Config, target: &mut Config, page: &FeedSnapshot) {
             target.anonymous.insert(b.bucket.clone(), b.clone());
         }
     }
+    if let Some(usage) = &page.usage {
+        target.usage = usage.iter().map(|u| (u.scope(), u.clone())).collect();
+    }
     for fb in &page.backends {
         if let (Some(b), Ok(a)) = (
             target

@@ -55,6 +55,51 @@ fn checked_in_crds_are_current() {
     }
 }
 
+/// `status.usage` (written by the usage poller): optional, and when present
+/// all four fields, usedBytes an int64.
+#[test]
+fn status_usage_is_optional_and_complete_when_present() {
+    let schema = claim_schema();
+    let status = &schema["properties"]["status"];
+    assert!(
+        !status["required"]
+            .as_array()
+            .is_some_and(|r| r.iter().any(|f| f == "usage"))
+    );
+    let usage = &status["properties"]["usage"];
+    assert_eq!(usage["type"], "object");
+    assert_eq!(
+        usage["properties"]["usedBytes"],
+        json!({"type": "integer", "format": "int64", "description": "Bytes the bucket held at the last scan."})
+    );
+    assert_eq!(usage["properties"]["lastScanTime"]["type"], "string");
+    assert_eq!(usage["properties"]["softExceeded"]["type"], "boolean");
+    assert_eq!(usage["properties"]["hardExceeded"]["type"], "boolean");
+    assert_eq!(
+        usage["required"],
+        json!(["hardExceeded", "lastScanTime", "softExceeded", "usedBytes"])
+    );
+
+    let with = |u: Value| {
+        let mut c = claim(json!({"backendRef": {"name": "minio"}}));
+        c["status"] = json!({"phase": "Bound", "usage": u});
+        c
+    };
+    let full = json!({"usedBytes": 123, "lastScanTime": "2025-12-06T05:46:40Z",
+        "softExceeded": true, "hardExceeded": false});
+    assert_eq!(validate(&with(full.clone()), None), Ok(()));
+    let typed: BucketClaim = serde_json::from_value(with(full)).expect("typed");
+    assert_eq!(
+        typed.status.and_then(|s| s.usage),
+        Some(ClaimUsage {
+            used_bytes: 123,
+            last_scan_time: "2025-12-06T05:46:40Z".into(),
+            soft_exceeded: true,
+            hard_exceeded: false,
+        })
+    );
+}
+
 #[test]
 fn names_and_columns_follow_the_contract() {
     let bc = BucketClaim::crd();

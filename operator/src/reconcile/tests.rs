@@ -1244,3 +1244,62 @@ async fn reconcile_plans_from_the_api_servers_claim_not_the_cached_one() {
     .unwrap();
     assert_eq!(action, Action::await_change());
 }
+
+/// `status.usage` is the usage poller's (`usage.rs`): a reconcile neither
+/// rewrites a status that differs only there nor sends it back in a status
+/// patch, where a value read before the poller's last write would undo it.
+#[tokio::test]
+async fn status_usage_is_left_to_the_usage_poller() {
+    let (mut c, internal) = created(basic_claim()).await;
+    if let Some(s) = c.status.as_mut() {
+        s.usage = Some(crate::crd::ClaimUsage {
+            used_bytes: 150,
+            last_scan_time: "2025-06-15T16:26:40Z".into(),
+            soft_exceeded: true,
+            hard_exceeded: false,
+        });
+    }
+
+    // Steady state: the status differs from what the reconciler computes
+    // only by usage; no status write.
+    let buckets = Arc::new(FakeBuckets::default());
+    *buckets.ensure_result.lock().unwrap() = Some(Ensured::Owned);
+    let (ctx, handle) = context(NOW + 60, buckets, 9);
+    run(ctx, handle, c.clone(), |mut v| async {
+        v.expect_backend_and_admin().await;
+        v.expect_list(vec![internal]).await;
+        v.expect_apply("my-app", "uploads-s3").await;
+        v
+    })
+    .await
+    .unwrap();
+
+    // A failure rewrites phase and conditions from the claim it read; the
+    // patch carries the rest of that status but not its usage.
+    let (ctx, handle) = context(NOW + 60, Arc::new(FakeBuckets::default()), 9);
+    run(ctx, handle, c, |mut v| async {
+        v.expect(
+            "GET",
+            "/apis/broker.stowage.io/v1alpha1/s3backends/minio",
+            not_found(),
+        )
+        .await;
+        v.expect_event("BackendNotFound", "Warning").await;
+        let seen = v.next(|_| ok(basic_claim())).await;
+        assert_eq!(
+            (seen.method.as_str(), seen.path.as_str()),
+            (
+                "PATCH",
+                "/apis/broker.stowage.io/v1alpha1/namespaces/my-app/bucketclaims/uploads/status"
+            )
+        );
+        assert_eq!(seen.content_type, "application/merge-patch+json");
+        let status = &seen.body["status"];
+        assert_eq!(status["phase"], "Pending");
+        assert_eq!(status["bucketName"], "my-app-uploads");
+        assert!(status.get("usage").is_none(), "{status}");
+        v
+    })
+    .await
+    .unwrap();
+}

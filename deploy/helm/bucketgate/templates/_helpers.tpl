@@ -62,8 +62,8 @@ capabilities: {drop: [ALL]}
 {{-   if .addressing }}{{ $_ := set $b "addressing" .addressing }}{{ end -}}
 {{-   $backends = append $backends $b -}}
 {{- end -}}
-{{- $limits := dict "global_rps" (int $g.rateLimits.globalRps) "per_key_rps" (int $g.rateLimits.perKeyRps) "auth_failure_rps" (int $g.rateLimits.authFailureRps) "auth_failure_burst" (int $g.rateLimits.authFailureBurst) -}}
-{{- dict "region" $g.region "host_suffixes" ($g.hostSuffixes | default list) "s3_proxy" $limits "audit" (dict "read_sample_rate" (float64 $g.audit.readSampleRate)) "backends" $backends | toJson -}}
+{{- $limits := dict "global_rps" (int $g.rateLimits.globalRps) "per_key_rps" (int $g.rateLimits.perKeyRps) "auth_failure_rps" (int $g.rateLimits.authFailureRps) "auth_failure_burst" (int $g.rateLimits.authFailureBurst) "anonymous_per_source_ip_rps" (int $g.rateLimits.anonymousPerSourceIpRps) "quota_when_unknown" $g.quota.whenUnknown -}}
+{{- dict "region" $g.region "host_suffixes" ($g.hostSuffixes | default list) "s3_proxy" $limits "audit" (dict "read_sample_rate" (float64 $g.audit.readSampleRate)) "sigv2" $g.sigv2 "backends" $backends | toJson -}}
 {{- end -}}
 
 {{/* The plugin config of the wasm filter and the native module: settings + feed. */}}
@@ -123,18 +123,27 @@ gateway.backendCA (a Secret, for private CAs) or the Envoy image's roots. */}}
 
 {{/* The broker's config (bucketgate-authz --config). */}}
 {{- define "bg.brokerConfig" -}}
+{{- $g := .Values.gateway -}}
 {{- $backends := list -}}
 {{- range .Values.backends -}}
 {{-   $c := .credentials | default dict -}}
+{{-   $creds := dict -}}
 {{-   if $c.secretName -}}
-{{-     $backends = append $backends (dict "name" .name "credentials" (dict "source" "files" "access_key_id_file" (printf "/run/backends/%s/AWS_ACCESS_KEY_ID" .name) "secret_access_key_file" (printf "/run/backends/%s/AWS_SECRET_ACCESS_KEY" .name))) -}}
+{{-     $creds = dict "source" "files" "access_key_id_file" (printf "/run/backends/%s/AWS_ACCESS_KEY_ID" .name) "secret_access_key_file" (printf "/run/backends/%s/AWS_SECRET_ACCESS_KEY" .name) -}}
 {{-   else if eq ($c.source | default "") "aws_default_chain" -}}
-{{-     $backends = append $backends (dict "name" .name "credentials" (dict "source" "aws_default_chain")) -}}
+{{-     $creds = dict "source" "aws_default_chain" -}}
 {{-   else -}}
 {{-     fail (printf "backends[%s].credentials: set secretName (a Secret with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY) or source: aws_default_chain" .name) -}}
 {{-   end -}}
+{{-   /* The endpoint lets the broker scan quota usage (ListObjectsV2). */ -}}
+{{-   $b := dict "name" .name "credentials" $creds "endpoint" (.endpoint | trimSuffix "/") "region" (.region | default $g.region) -}}
+{{-   if .addressing }}{{ $_ := set $b "addressing" .addressing }}{{ end -}}
+{{-   $backends = append $backends $b -}}
 {{- end -}}
-{{- $cfg := dict "database" "/var/lib/bucketgate/credentials.db" "key_file" "/var/lib/bucketgate/store.key" "http_listen" "127.0.0.1:9091" "health_listen" "0.0.0.0:9092" "kubernetes" (dict "enabled" true "namespace" .Release.Namespace) "backends" $backends -}}
+{{- $cfg := dict "database" "/var/lib/bucketgate/credentials.db" "key_file" "/var/lib/bucketgate/store.key" "http_listen" "127.0.0.1:9091" "health_listen" "0.0.0.0:9092" "kubernetes" (dict "enabled" true "namespace" .Release.Namespace) "backends" $backends "usage" (dict "scan_interval_ms" (mul (int $g.quota.scanIntervalSeconds) 1000)) -}}
+{{- if $g.sigv2 -}}
+{{-   $_ := set $cfg "feed" (dict "sigv2_keys" true) -}}
+{{- end -}}
 {{- if eq .Values.mode "ext-authz" -}}
 {{-   $_ := set $cfg "ext_authz" (include "bg.settings" . | fromJson) -}}
 {{- end -}}
