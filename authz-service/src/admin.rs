@@ -79,9 +79,11 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Everything but the feed and the usage report (`health_listen`).
+/// Everything but the feed (`health_listen`, the Pod address): probes,
+/// metrics and the usage report, which holds no key (bucket names, sizes,
+/// quotas) and still needs the feed token; the operator reads it here.
 pub fn health_app(state: AppState) -> Router {
-    probes().with_state(state)
+    probes().route(USAGE_PATH, get(usage)).with_state(state)
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves.

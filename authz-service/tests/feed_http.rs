@@ -527,7 +527,8 @@ async fn the_usage_report_needs_the_feed_token_and_has_its_shape() {
              "quota_hard_bytes": null, "over_soft": false, "over_hard": false}
         ]})
     );
-    // Not on the health listener's app; off (404) with the feed.
+    // Also on the health listener's app (the operator reads it there, with
+    // the token); off (404) with the feed.
     let health = bucketgate_authz::admin::health_app(AppState {
         broker: f.broker.clone(),
         upstream: f.upstream.clone(),
@@ -544,7 +545,10 @@ async fn the_usage_report_needs_the_feed_token_and_has_its_shape() {
         feed_token: None,
         feed_sigv2: false,
     });
-    for router in [health, off] {
+    for (router, want) in [
+        (health.clone(), StatusCode::OK),
+        (off, StatusCode::NOT_FOUND),
+    ] {
         let res = router
             .oneshot(
                 Request::get("/v1/usage")
@@ -554,6 +558,32 @@ async fn the_usage_report_needs_the_feed_token_and_has_its_shape() {
             )
             .await
             .unwrap();
-        assert_eq!(res.status(), StatusCode::NOT_FOUND);
+        assert_eq!(res.status(), want);
     }
+    let res = health
+        .oneshot(Request::get("/v1/usage").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        res.status(),
+        StatusCode::UNAUTHORIZED,
+        "the token is still needed"
+    );
+    let res = bucketgate_authz::admin::health_app(AppState {
+        broker: f.broker.clone(),
+        upstream: f.upstream.clone(),
+        usage: f.usage.clone(),
+        metrics: f.metrics.clone(),
+        feed_token: Some(TOKEN.into()),
+        feed_sigv2: false,
+    })
+    .oneshot(
+        Request::get("/v1/feed?region=us-east-1")
+            .header("authorization", auth.as_str())
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(res.status(), StatusCode::NOT_FOUND, "never the feed");
 }

@@ -368,3 +368,20 @@ def test_every_flag_the_chart_passes_is_one_the_binary_has():
                             c["name"], sub, a)
                         seen += 1
     assert seen >= 6
+
+
+def test_the_operator_reads_usage_from_the_gateway_brokers():
+    """BucketClaim status.usage: the operator polls the gateway brokers'
+    /v1/usage on their health port with the feed token, mounted from the
+    feed-token Secret; off with operator.usage.enabled=false."""
+    docs = render(CHART / "ci/native-values.yaml")
+    dep = find(docs, "Deployment", "bucketgate-operator")
+    c = dep["spec"]["template"]["spec"]["containers"][0]
+    args = c["args"]
+    assert args[args.index("--usage-url") + 1] == f"http://bucketgate-gateway-metrics.{NAMESPACE}.svc:9092/v1/usage"
+    assert args[args.index("--usage-token-file") + 1] == "/run/bucketgate/usage/token"
+    vol = dep["spec"]["template"]["spec"]["volumes"][0]
+    assert vol["secret"]["secretName"] == "bucketgate-feed-token"
+    assert find(docs, "Service", "bucketgate-gateway-metrics")["spec"]["ports"][1]["port"] == 9092
+    off = render(CHART / "ci/native-values.yaml", "operator.usage.enabled=false")
+    assert find(off, "Deployment", "bucketgate-operator")["spec"]["template"]["spec"]["containers"][0]["args"] == ["run"]

@@ -256,8 +256,13 @@ def start_envoy(world, mode, s3_port, broker_http, broker_grpc):
 
 
 def operator_argv(world, identity, http_port):
+    """The operator, reading quota usage from the broker's /v1/usage."""
+    token = world.work / "usage-token"
+    token.write_text(FEED_TOKEN)
     return [str(OPERATOR), "run", "--namespace", OPS_NS, "--proxy-endpoint", world.gateways["wasm"],
-            "--http", f"127.0.0.1:{http_port}", "--identity", identity]
+            "--http", f"127.0.0.1:{http_port}", "--identity", identity,
+            "--usage-url", f"{world.procs['broker'].http}/v1/usage", "--usage-token-file", str(token),
+            "--usage-poll-seconds", "1"]
 
 
 def start_operator(world, identity):
@@ -316,8 +321,11 @@ def start_broker(world, s3_port):
         "http_listen": f"127.0.0.1:{http_port}",
         "store_poll_ms": 100,
         "kubernetes": {"enabled": True, "namespace": OPS_NS},
-        "backends": [{"name": BACKEND, "credentials": {
-            "source": "static", "access_key_id": ADMIN_KEY, "secret_access_key": ADMIN_SECRET}}],
+        # The endpoint lets the broker scan quota usage.
+        "backends": [{"name": BACKEND, "endpoint": f"http://127.0.0.1:{s3_port}", "region": REGION,
+                      "credentials": {"source": "static", "access_key_id": ADMIN_KEY,
+                                      "secret_access_key": ADMIN_SECRET}}],
+        "usage": {"scan_interval_ms": 500},
         "ext_authz": {"region": REGION, "s3_proxy": {"global_rps": 0, "per_key_rps": 0},
                       "backends": [{"name": BACKEND, "cluster": "backend_local", "host": f"127.0.0.1:{s3_port}",
                                     "region": REGION, "addressing": "path"}]},

@@ -372,3 +372,32 @@ def test_anonymous_read_only_claim_serves_unsigned_reads_until_turned_off(world,
                seconds=10, interval=0.05)
     print(f"[{gw}] anonymous binding gone {time.monotonic() - t0:.2f}s after the claim's mode changed")
     assert plane.get("secret", f"anon-{uid}", OPS_NS) is None
+
+
+def test_quota_usage_shows_on_the_claim_and_a_hard_quota_is_enforced(world, gw):
+    """The broker scans the claim's bucket; the operator writes
+    status.usage from its /v1/usage and raises SoftQuotaExceeded once; the
+    gateway refuses a write past the hard quota with 507."""
+    plane = world.plane
+    ns = plane.namespace("quota")
+    claim = world.claim(ns, "limited", "  quota: {soft: 100Ki, hard: 300Ki}")
+    st = claim["status"]
+    bucket = st["bucketName"]
+    env = world.consumer(ns, st["boundSecretName"])
+    works(world, gw, env, bucket)
+    s3 = world.tenant(gw, env)
+    s3.put_object(Bucket=bucket, Key="a", Body=b"x" * 150 * 1024)
+    with pytest.raises(ClientError) as e:
+        s3.put_object(Bucket=bucket, Key="b", Body=b"y" * 200 * 1024)
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 507
+    assert e.value.response["Error"]["Code"] == "EntityTooLarge"
+
+    def usage():
+        u = (plane.get("bucketclaim", "limited", ns) or {}).get("status", {}).get("usage")
+        return u if u and u["usedBytes"] >= 150 * 1024 else None
+    u = wait_until("status.usage shows the object", usage, seconds=20)
+    # The marker object counts too: the bucket holds at least what we wrote.
+    assert u["softExceeded"] is True and u["hardExceeded"] is False, u
+    assert u["lastScanTime"].endswith("Z")
+    events = plane.list("events.v1.events.k8s.io", ns)
+    assert [e.get("reason") for e in events].count("SoftQuotaExceeded") == 1, [e.get("reason") for e in events]
