@@ -135,7 +135,7 @@ gateway.backendCA (a Secret, for private CAs) or the Envoy image's roots. */}}
 {{-   else -}}
 {{-     fail (printf "backends[%s].credentials: set secretName (a Secret with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY) or source: aws_default_chain" .name) -}}
 {{-   end -}}
-{{-   /* The endpoint lets the broker scan quota usage (ListObjectsV2). */ -}}
+{{- /* The endpoint lets the broker scan quota usage (ListObjectsV2). */ -}}
 {{-   $b := dict "name" .name "credentials" $creds "endpoint" (.endpoint | trimSuffix "/") "region" (.region | default $g.region) -}}
 {{-   if .addressing }}{{ $_ := set $b "addressing" .addressing }}{{ end -}}
 {{-   $backends = append $backends $b -}}
