@@ -39,7 +39,8 @@ if [ "$MODE" = native ]; then
   export ENVOY_DYNAMIC_MODULES_SEARCH_PATH="$ROOT/target/native"
 fi
 
-mkdir -p "$DEMO/data/demo-bucket" "$DEMO/data/other-bucket" "$DEMO/data/public-bucket"
+rm -rf "$DEMO/data/quota-bucket"
+mkdir -p "$DEMO/data/demo-bucket" "$DEMO/data/other-bucket" "$DEMO/data/public-bucket" "$DEMO/data/quota-bucket"
 # One object in the public bucket (s3s-fs keeps objects as plain files).
 printf 'hello from a bucket anyone may read\n' > "$DEMO/data/public-bucket/hello.txt"
 ADMIN_KEY=$(python3 -c 'import secrets,string; print("ADMIN"+"".join(secrets.choice(string.ascii_uppercase+"234567") for _ in range(15)))')
@@ -60,8 +61,10 @@ with open(os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w
   json.dump({
     "database": "$DEMO/credentials.db",
     "http_listen": "127.0.0.1:$AUTHZ_HTTP_PORT",
-    "backends": [{"name": "local", "credentials": {"source": "static",
+    "backends": [{"name": "local", "endpoint": "http://127.0.0.1:$S3_PORT", "region": "us-east-1",
+                  "credentials": {"source": "static",
                   "access_key_id": "$ADMIN_KEY", "secret_access_key": "$ADMIN_SECRET"}}],
+    "usage": {"scan_interval_ms": 5000},
     "ext_authz": {
       "region": "us-east-1",
       "host_suffixes": ["s3.localhost"],
@@ -69,12 +72,15 @@ with open(os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w
       "backends": [{"name": "local", "cluster": "backend_local", "host": "127.0.0.1:$S3_PORT", "region": "us-east-1"}]}
   }, f, indent=1)
 PY
-create() { # bucket -> "KEY SECRET"
-  "$AUTHZ" --config "$DEMO/authz.json" creds create --bucket "local:$1" --description "make demo" --json |
+create() { # bucket [creds create flags] -> "KEY SECRET"
+  local bucket=$1; shift
+  "$AUTHZ" --config "$DEMO/authz.json" creds create --bucket "local:$bucket" --description "make demo" --json "$@" |
     python3 -c 'import json,sys; c=json.load(sys.stdin); print(c["access_key_id"], c["secret_access_key"])'
 }
 read -r T_KEY T_SECRET < <(create demo-bucket)
 read -r O_KEY O_SECRET < <(create other-bucket)
+# quota-bucket: a 1 MiB hard quota (the broker scans it every 5 s).
+read -r Q_KEY Q_SECRET < <(create quota-bucket --quota 1Mi)
 # public-bucket: unsigned reads allowed (an anonymous ReadOnly binding).
 "$AUTHZ" --config "$DEMO/authz.json" anonymous add --bucket public-bucket --backend local >/dev/null
 
@@ -118,6 +124,7 @@ ENV
 }
 write_env "$DEMO/tenant.env" "$T_KEY" "$T_SECRET" demo-bucket
 write_env "$DEMO/other.env" "$O_KEY" "$O_SECRET" other-bucket
+write_env "$DEMO/quota.env" "$Q_KEY" "$Q_SECRET" quota-bucket
 (umask 077; cat > "$DEMO/public.env" <<ENV
 AWS_ENDPOINT_URL=http://127.0.0.1:$PORT
 AWS_REGION=us-east-1
@@ -167,6 +174,7 @@ upstream s3s-fs on 127.0.0.1:$S3_PORT holding the only admin key.
 
   $DEMO/tenant.env   key scoped to demo-bucket
   $DEMO/other.env    key scoped to other-bucket
+  $DEMO/quota.env    key scoped to quota-bucket (1 MiB hard quota: a larger write gets 507)
   $DEMO/public.env   public-bucket: anyone may read it, unsigned (curl \$AWS_ENDPOINT_URL/public-bucket/hello.txt)
 
 $(cat "$DEMO/tenant.env")

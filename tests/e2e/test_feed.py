@@ -113,11 +113,14 @@ def feed_env(request, tmp_path_factory):
         # The broker hands the admin key to the filter through the feed.
         "backends": [{"name": "local", "credentials": {
             "source": "static", "access_key_id": ADMIN_KEY, "secret_access_key": ADMIN_SECRET}}],
+        # The filters here accept SigV2: the broker may send SigV2 keys.
+        "feed": {"sigv2_keys": True},
     }))
     # The filter's own admin key is wrong on purpose: requests only pass
     # once the feed's `backends` entry replaced it.
     plugin = {
         "region": REGION,
+        "sigv2": True,
         "backends": [{
             "name": "local", "cluster": "backend_local", "host": f"127.0.0.1:{s3_port}", "region": REGION,
             "addressing": "path", "access_key_id": ADMIN_KEY, "secret_access_key": "not-the-admin-secret",
@@ -258,6 +261,31 @@ def test_anonymous_bindings_arrive_and_leave_through_the_feed(feed_env):
     print(f"binding removed after {time.monotonic() - start:.3f}s")
 
 
+def test_sigv2_through_the_feed_uses_the_sigv2_key_not_the_secret(feed_env):
+    """A filter with `"sigv2": true` asks for SigV2 keys (`sigv2=1`); the
+    broker sends HMAC-SHA1 midstates, never the secret, and boto3's SigV2
+    requests and presigned URLs verify with them."""
+    import boto3
+    from botocore.config import Config
+    gw, broker, _, _ = feed_env
+    key, secret = broker.create("alpha")
+    # Once the key works (SigV4), the broker has it.
+    until_status(lambda: gw.client(key=key, secret=secret).list_objects_v2(Bucket="alpha"), 200, BOUND_S + 5)
+    r = requests.get(f"{broker.url}/v1/feed?region={REGION}&sigv2=1", timeout=5,
+                     headers={"Authorization": f"Bearer {FEED_TOKEN}"})
+    entry = next(c for c in r.json()["credentials"] if c["access_key_id"] == key)
+    assert len(entry["sigv2_key"]) == 80 and secret not in r.text
+    v2 = boto3.client("s3", endpoint_url=gw.endpoint, aws_access_key_id=key, aws_secret_access_key=secret,
+                      region_name=REGION, config=Config(signature_version="s3", retries={"max_attempts": 1}))
+    until_status(lambda: v2.put_object(Bucket="alpha", Key="v2-fed", Body=b"fed v2"), 200, BOUND_S + 5)
+    assert v2.get_object(Bucket="alpha", Key="v2-fed")["Body"].read() == b"fed v2"
+    url = v2.generate_presigned_url("get_object", Params={"Bucket": "alpha", "Key": "v2-fed"})
+    assert requests.get(url, timeout=5).content == b"fed v2"
+    wrong = boto3.client("s3", endpoint_url=gw.endpoint, aws_access_key_id=key, aws_secret_access_key="wrong",
+                         region_name=REGION, config=Config(signature_version="s3", retries={"max_attempts": 1}))
+    assert status_of(lambda: wrong.get_object(Bucket="alpha", Key="v2-fed")) == 401
+
+
 def feed_answers(broker):
     text = requests.get(f"{broker.url}/metrics", timeout=2).text
     counts = {}
@@ -395,6 +423,7 @@ def test_no_feed_ever_and_no_static_credentials_fails_closed(tmp_path, mode):
     gw_port, admin_port, dead_port, s3_port = free_port(), free_port(), free_port(), free_port()
     plugin = {
         "region": REGION,
+        "sigv2": True,
         "backends": [{
             "name": "local", "cluster": "backend_local", "host": f"127.0.0.1:{s3_port}", "region": REGION,
             "addressing": "path", "access_key_id": ADMIN_KEY, "secret_access_key": ADMIN_SECRET,
@@ -456,6 +485,7 @@ def test_a_feed_answer_too_large_for_envoy_is_a_failed_poll(tmp_path, mode):
                            stderr=subprocess.STDOUT)
     plugin = {
         "region": REGION,
+        "sigv2": True,
         "backends": [{
             "name": "local", "cluster": "backend_local", "host": f"127.0.0.1:{s3_port}", "region": REGION,
             "addressing": "path", "access_key_id": ADMIN_KEY, "secret_access_key": ADMIN_SECRET,
