@@ -275,15 +275,16 @@ mod tests {
                 ..
             })
         ));
-        // The binding's own rate replaces the default (another address).
-        assert!(
-            l.check(None, None, Some(("pub|192.0.2.78", 1)), now)
-                .is_ok()
-        );
-        assert!(
-            l.check(None, None, Some(("pub|192.0.2.78", 1)), now)
-                .is_err()
-        );
+        // The binding's own rate replaces the default (another address,
+        // picked in another slot of this process's table).
+        let table = anon_slots();
+        let slot = |s: &str| auth_failure_slot(table.seed, s) as usize % table.slots.len();
+        let other = (0..)
+            .map(|i| format!("pub|198.51.100.{i}"))
+            .find(|s| slot(s) != slot(source))
+            .unwrap_or_default();
+        assert!(l.check(None, None, Some((&other, 1)), now).is_ok());
+        assert!(l.check(None, None, Some((&other, 1)), now).is_err());
     }
 
     #[test]
