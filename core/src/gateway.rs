@@ -33,6 +33,31 @@ pub struct Backend {
     pub credentials: AdminCredentials,
 }
 
+impl Backend {
+    /// `s3` re-signed for this backend with its admin key, carrying what
+    /// `signing` says of the client's request.
+    fn resign(
+        &self,
+        parts: &RequestParts<'_>,
+        s3: &S3Request<'_>,
+        signing: &ClientSigning<'_>,
+        cache: &dyn SigningKeyCache,
+        now: crate::UnixSeconds,
+    ) -> Result<Resigned, DenyReason> {
+        let upstream = Upstream {
+            host: &self.upstream_host,
+            region: &self.region,
+            addressing: self.addressing,
+            credentials: &self.credentials,
+        };
+        let resource = Resource {
+            bucket: s3.bucket,
+            raw_object_path: s3.raw_object_path,
+        };
+        resign_as(parts, signing, resource, &upstream, cache, now)
+    }
+}
+
 /// Static gateway settings.
 #[derive(Clone, Debug)]
 pub struct Gateway {
@@ -474,17 +499,7 @@ impl Gateway {
                 .reserve(scope, incoming_bytes(parts, s3.operation), hard, cx.now_ms)?;
         }
 
-        let upstream = Upstream {
-            host: &backend.upstream_host,
-            region: &backend.region,
-            addressing: backend.addressing,
-            credentials: &backend.credentials,
-        };
-        let resource = Resource {
-            bucket: s3.bucket,
-            raw_object_path: s3.raw_object_path,
-        };
-        let resigned = resign_as(parts, signing, resource, &upstream, cx.cache, now)?;
+        let resigned = backend.resign(parts, s3, signing, cx.cache, now)?;
         Ok(Action::Forward(Box::new(Forward {
             backend: index,
             resigned,
@@ -644,25 +659,8 @@ impl Gateway {
             .ok_or(DenyReason::InternalError(
                 "binding names an unknown backend",
             ))?;
-        let upstream = Upstream {
-            host: &backend.upstream_host,
-            region: &backend.region,
-            addressing: backend.addressing,
-            credentials: &backend.credentials,
-        };
-        let resource = Resource {
-            bucket: s3.bucket,
-            raw_object_path: s3.raw_object_path,
-        };
         let now = (cx.now_ms / 1000) as i64;
-        let resigned = resign_as(
-            parts,
-            &ClientSigning::anonymous(),
-            resource,
-            &upstream,
-            cx.cache,
-            now,
-        )?;
+        let resigned = backend.resign(parts, s3, &ClientSigning::anonymous(), cx.cache, now)?;
         Ok(Action::Forward(Box::new(Forward {
             backend: index,
             resigned,
